@@ -1,0 +1,350 @@
+/*
+ * conv_avx2.c — 3x3 convolution kernels for AVX2 + FMA (8 floats a vector).
+ *
+ * The same blocking as conv_avx512.c (read that essay first), scaled to the
+ * 16 ymm registers of AVX2:
+ *
+ * Forward, K a multiple of 8. Output channels are the lanes. The block
+ * kernel keeps P output pixels x 8*KV output channels in registers; for each
+ * kernel row ky and input channel c it loads the weights of the three taps
+ * (3*KV registers) and walks the P+2 padded input pixels of the row, each
+ * input scalar broadcast once and used by up to three taps.
+ *
+ *     KV = 2 (chunks of 16 channels): P = 4, 8 accumulators + 6 weights + 1
+ *     KV = 1 (K = 8, 24, ...):        P = 8, 8 accumulators + 3 weights + 1
+ *
+ * K = 32 or 64 is done as 2 or 4 chunks of 16 channels, one after the other
+ * along the row, so the weights of one chunk stay in L1. Borders come from
+ * the zero-padded row ring of conv_rows.h; the last partial block of a row
+ * is computed into a scratch buffer. C is a compile-time constant for 1, 3,
+ * 16, 32 and 64.
+ *
+ * Forward, K not a multiple of 8 (16 -> 1 or 3): input channels are the
+ * lanes, nine vector FMAs over C and a horizontal sum per output.
+ *
+ * Backward weight, K a multiple of 8: chunks of 8 output channels, blocks
+ * of CB = 4 input channels; 3*CB gradient vectors of the taps (ky, 0..2) in
+ * registers, a window of three dout pixels sliding along the row (dout rows
+ * copied with a zero pixel at each end), each input scalar broadcast once
+ * for three FMAs. Threads split the rows and sum into private dw/db, added
+ * to the caller's in thread order.
+ *
+ * Threads: OpenMP over contiguous ranges of the N*H output rows (static).
+ */
+#include "kernels.h"
+
+#include "conv_rows.h"
+
+#include <immintrin.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define AVX2 __attribute__((target("avx2,fma")))
+#define INLINE static inline __attribute__((always_inline))
+
+#define FWD_P(KV) ((KV) == 1 ? 8 : 4)
+#define FWD_PMAX 8
+
+/* ---------------------------------------------------------------------- */
+/* Forward, K a multiple of 8                                             */
+/* ---------------------------------------------------------------------- */
+
+/* P output pixels from x0, output channels k0..k0+8*KV-1; the arguments are
+ * those of fwd_block in conv_avx512.c. */
+INLINE AVX2 void fwd_block(float *o, size_t ostride, const float *r0,
+                           const float *r1, const float *r2, const float *w,
+                           const float *b, int C, int K, int relu,
+                           const int KV, const int P, const int CC) {
+  const int Cn = CC ? CC : C;
+  __m256 acc[FWD_PMAX][2]; /* P*KV <= 8; registers once unrolled */
+#pragma GCC unroll 2
+  for (int v = 0; v < KV; v++) {
+    __m256 bv = b ? _mm256_loadu_ps(b + 8 * v) : _mm256_setzero_ps();
+#pragma GCC unroll 8
+    for (int p = 0; p < P; p++) acc[p][v] = bv;
+  }
+  const float *rows[3] = {r0, r1, r2};
+#pragma GCC unroll 3
+  for (int ky = 0; ky < 3; ky++) {
+    const float *r = rows[ky];
+    const float *wk = w + (size_t)ky * 3 * Cn * K;
+    for (int c = 0; c < Cn; c++) {
+      __m256 w0[2], w1[2], w2[2];
+#pragma GCC unroll 2
+      for (int v = 0; v < KV; v++) {
+        w0[v] = _mm256_loadu_ps(wk + (size_t)c * K + 8 * v);
+        w1[v] = _mm256_loadu_ps(wk + (size_t)(Cn + c) * K + 8 * v);
+        w2[v] = _mm256_loadu_ps(wk + (size_t)(2 * Cn + c) * K + 8 * v);
+      }
+#pragma GCC unroll 16
+      for (int j = 0; j < P + 2; j++) {
+        __m256 x = _mm256_broadcast_ss(r + (size_t)j * Cn + c);
+#pragma GCC unroll 2
+        for (int v = 0; v < KV; v++) {
+          if (j < P) acc[j][v] = _mm256_fmadd_ps(x, w0[v], acc[j][v]);
+          if (j >= 1 && j <= P)
+            acc[j - 1][v] = _mm256_fmadd_ps(x, w1[v], acc[j - 1][v]);
+          if (j >= 2) acc[j - 2][v] = _mm256_fmadd_ps(x, w2[v], acc[j - 2][v]);
+        }
+      }
+    }
+  }
+  const __m256 zero = _mm256_setzero_ps();
+#pragma GCC unroll 8
+  for (int p = 0; p < P; p++)
+#pragma GCC unroll 2
+    for (int v = 0; v < KV; v++) {
+      __m256 a = relu ? _mm256_max_ps(acc[p][v], zero) : acc[p][v];
+      _mm256_storeu_ps(o + (size_t)p * ostride + 8 * v, a);
+    }
+}
+
+/* One output row (W pixels, all K channels) from three padded input rows. */
+INLINE AVX2 void fwd_row(float *orow, const float *r0, const float *r1,
+                         const float *r2, const float *w, const float *b,
+                         int W, int C, int K, int relu, const int KV,
+                         const int P, const int CC) {
+  const int Cn = CC ? CC : C;
+  for (int k0 = 0; k0 < K; k0 += 8 * KV) {
+    const float *bk = b ? b + k0 : NULL;
+    int x0 = 0;
+    for (; x0 + P <= W; x0 += P) {
+      size_t i = (size_t)x0 * Cn;
+      fwd_block(orow + (size_t)x0 * K + k0, (size_t)K, r0 + i, r1 + i, r2 + i,
+                w + k0, bk, C, K, relu, KV, P, CC);
+    }
+    if (x0 < W) {
+      float tmp[FWD_PMAX * 8] __attribute__((aligned(32)));
+      size_t i = (size_t)x0 * Cn;
+      fwd_block(tmp, (size_t)KV * 8, r0 + i, r1 + i, r2 + i, w + k0, bk, C, K,
+                relu, KV, P, CC);
+      for (int x = x0; x < W; x++)
+        memcpy(orow + (size_t)x * K + k0, tmp + (size_t)(x - x0) * KV * 8,
+               (size_t)KV * 8 * sizeof(float));
+    }
+  }
+}
+
+typedef void (*fwd_row_fn)(float *orow, const float *r0, const float *r1,
+                           const float *r2, const float *w, const float *b,
+                           int W, int C, int K, int relu);
+
+#define FWD_ROW_INSTANCE(KV, CC)                                              \
+  AVX2 static void fwd_row_##KV##_##CC(                                       \
+      float *orow, const float *r0, const float *r1, const float *r2,         \
+      const float *w, const float *b, int W, int C, int K, int relu) {        \
+    fwd_row(orow, r0, r1, r2, w, b, W, C, K, relu, KV, FWD_P(KV), CC);        \
+  }
+#define FWD_ROW_INSTANCES(KV)                                                 \
+  FWD_ROW_INSTANCE(KV, 0)                                                     \
+  FWD_ROW_INSTANCE(KV, 1)                                                     \
+  FWD_ROW_INSTANCE(KV, 3)                                                     \
+  FWD_ROW_INSTANCE(KV, 16)                                                    \
+  FWD_ROW_INSTANCE(KV, 32)                                                    \
+  FWD_ROW_INSTANCE(KV, 64)
+FWD_ROW_INSTANCES(1)
+FWD_ROW_INSTANCES(2)
+
+#define FWD_ROW_TABLE(KV)                                                     \
+  {fwd_row_##KV##_0, fwd_row_##KV##_1, fwd_row_##KV##_3, fwd_row_##KV##_16,   \
+   fwd_row_##KV##_32, fwd_row_##KV##_64}
+static const fwd_row_fn fwd_rows[2][6] = {FWD_ROW_TABLE(1), FWD_ROW_TABLE(2)};
+
+static fwd_row_fn fwd_row_pick(int K, int C) {
+  int i = K % 16 == 0 ? 1 : 0;
+  int j = C == 1 ? 1 : C == 3 ? 2 : C == 16 ? 3 : C == 32 ? 4 : C == 64 ? 5 : 0;
+  return fwd_rows[i][j];
+}
+
+/* ---------------------------------------------------------------------- */
+/* Forward, K not a multiple of 8: vectors over C, a horizontal sum each  */
+/* ---------------------------------------------------------------------- */
+
+AVX2 static float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/* wt: weights transposed to (K,3,3,Cp), Cp = C rounded up to 8, zero
+ * filled. The last, partial vector of C is read with a masked load. */
+AVX2 static void fwd_row_small_k(float *orow, const float *r0, const float *r1,
+                                 const float *r2, const float *wt,
+                                 const float *b, int W, int C, int K,
+                                 int relu) {
+  const int CV = (C + 7) / 8, Cp = CV * 8, rem = C - (CV - 1) * 8;
+  int32_t m[8];
+  for (int i = 0; i < 8; i++) m[i] = i < rem ? -1 : 0;
+  const __m256i tail = _mm256_loadu_si256((const __m256i *)m);
+  const float *rows[3] = {r0, r1, r2};
+  for (int x = 0; x < W; x++) {
+    for (int k = 0; k < K; k++) {
+      __m256 acc = _mm256_setzero_ps();
+      for (int t = 0; t < 9; t++) {
+        const float *ip = rows[t / 3] + (size_t)(x + t % 3) * C;
+        const float *wp = wt + ((size_t)k * 9 + t) * Cp;
+        for (int cv = 0; cv < CV - 1; cv++)
+          acc = _mm256_fmadd_ps(_mm256_loadu_ps(ip + 8 * cv),
+                                _mm256_load_ps(wp + 8 * cv), acc);
+        acc = _mm256_fmadd_ps(_mm256_maskload_ps(ip + 8 * (CV - 1), tail),
+                              _mm256_load_ps(wp + 8 * (CV - 1)), acc);
+      }
+      float s = hsum256(acc) + (b ? b[k] : 0.0f);
+      orow[(size_t)x * K + k] = relu && !(s > 0.0f) ? 0.0f : s;
+    }
+  }
+}
+
+void conv3x3_forward_avx2(float *out, const float *inp, const float *w,
+                          const float *b, int N, int H, int W, int C, int K,
+                          int relu, int threads) {
+  if (N <= 0 || H <= 0 || W <= 0 || K <= 0) return;
+  if (threads < 1) threads = 1;
+  const int small_k = K % 8 != 0;
+  const int Cp = (C + 7) / 8 * 8;
+  const size_t ring = conv_rows_floats(W, C, FWD_PMAX);
+  const size_t wtn = small_k ? ((size_t)K * 9 * Cp + 15) & ~(size_t)15 : 0;
+  float *mem = aligned_alloc(64, ((size_t)threads * ring + wtn) * sizeof(float));
+  if (!mem) {
+    conv3x3_forward_ref(out, inp, w, b, N, H, W, C, K, relu, threads);
+    return;
+  }
+  float *wt = mem + (size_t)threads * ring;
+  if (small_k) {
+    memset(wt, 0, wtn * sizeof(float));
+    for (int t = 0; t < 9; t++)
+      for (int c = 0; c < C; c++)
+        for (int k = 0; k < K; k++)
+          wt[((size_t)k * 9 + t) * Cp + c] = w[((size_t)t * C + c) * K + k];
+  }
+  const fwd_row_fn row = small_k ? NULL : fwd_row_pick(K, C);
+  const long rows = (long)N * H;
+  #pragma omp parallel num_threads(threads)
+  {
+    int t = omp_get_thread_num(), T = omp_get_num_threads();
+    conv_rows ring_t;
+    conv_rows_init(&ring_t, mem + (size_t)t * ring, W, C, FWD_PMAX);
+    for (long r = rows * t / T; r < rows * (t + 1) / T; r++) {
+      int n = (int)(r / H), y = (int)(r % H);
+      const float *p0 = conv_rows_get(&ring_t, inp, n, y - 1, H, W, C);
+      const float *p1 = conv_rows_get(&ring_t, inp, n, y, H, W, C);
+      const float *p2 = conv_rows_get(&ring_t, inp, n, y + 1, H, W, C);
+      float *o = out + (size_t)r * W * K;
+      if (small_k)
+        fwd_row_small_k(o, p0, p1, p2, wt, b, W, C, K, relu);
+      else
+        row(o, p0, p1, p2, w, b, W, C, K, relu);
+    }
+  }
+  free(mem);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Backward weight                                                        */
+/* ---------------------------------------------------------------------- */
+
+/* One (output row, kernel row) contribution to the taps (ky, 0..2) of CB
+ * input channels and 8 output channels; arguments as bw_block in
+ * conv_avx512.c. */
+INLINE AVX2 void bw_block(float *dwp, const float *ip, const float *dj, int W,
+                          int C, int K, const int CB) {
+  __m256 acc[3][4];
+  const size_t ts = (size_t)C * K;
+#pragma GCC unroll 3
+  for (int kx = 0; kx < 3; kx++)
+#pragma GCC unroll 4
+    for (int cb = 0; cb < CB; cb++)
+      acc[kx][cb] = _mm256_loadu_ps(dwp + kx * ts + (size_t)cb * K);
+  __m256 d0 = _mm256_loadu_ps(dj), d1 = _mm256_loadu_ps(dj + K);
+  for (int q = 0; q < W; q++) {
+    __m256 d2 = _mm256_loadu_ps(dj + (size_t)(q + 2) * K);
+    const float *iq = ip + (size_t)q * C;
+#pragma GCC unroll 4
+    for (int cb = 0; cb < CB; cb++) {
+      __m256 x = _mm256_broadcast_ss(iq + cb);
+      acc[0][cb] = _mm256_fmadd_ps(x, d2, acc[0][cb]);
+      acc[1][cb] = _mm256_fmadd_ps(x, d1, acc[1][cb]);
+      acc[2][cb] = _mm256_fmadd_ps(x, d0, acc[2][cb]);
+    }
+    d0 = d1;
+    d1 = d2;
+  }
+#pragma GCC unroll 3
+  for (int kx = 0; kx < 3; kx++)
+#pragma GCC unroll 4
+    for (int cb = 0; cb < CB; cb++)
+      _mm256_storeu_ps(dwp + kx * ts + (size_t)cb * K, acc[kx][cb]);
+}
+
+/* One output row; arguments as bw_row in conv_avx512.c. */
+AVX2 static void bw_row(float *pdw, float *pdb, const float *const in[3],
+                        const float *dj, int W, int C, int K) {
+  for (int k0 = 0; k0 < K; k0 += 8) {
+    __m256 s = _mm256_loadu_ps(pdb + k0);
+    for (int x = 0; x < W; x++)
+      s = _mm256_add_ps(s, _mm256_loadu_ps(dj + (size_t)(x + 1) * K + k0));
+    _mm256_storeu_ps(pdb + k0, s);
+  }
+  for (int ky = 0; ky < 3; ky++) {
+    if (!in[ky]) continue;
+    float *dwk = pdw + (size_t)ky * 3 * C * K;
+    for (int k0 = 0; k0 < K; k0 += 8) {
+      int c0 = 0;
+      for (; c0 + 4 <= C; c0 += 4)
+        bw_block(dwk + (size_t)c0 * K + k0, in[ky] + c0, dj + k0, W, C, K, 4);
+      if (c0 + 2 <= C) {
+        bw_block(dwk + (size_t)c0 * K + k0, in[ky] + c0, dj + k0, W, C, K, 2);
+        c0 += 2;
+      }
+      if (c0 < C)
+        bw_block(dwk + (size_t)c0 * K + k0, in[ky] + c0, dj + k0, W, C, K, 1);
+    }
+  }
+}
+
+void conv3x3_backward_weight_avx2(float *dw, float *db, const float *dout,
+                                  const float *inp, int N, int H, int W, int C,
+                                  int K, int threads) {
+  if (N <= 0 || H <= 0 || W <= 0 || C <= 0 || K <= 0) return;
+  if (threads < 1) threads = 1;
+  if (K % 8 != 0) {
+    conv3x3_backward_weight_ref(dw, db, dout, inp, N, H, W, C, K, threads);
+    return;
+  }
+  const size_t ndw = (size_t)9 * C * K, ndb = (size_t)K;
+  const size_t nrow = ((size_t)(W + 2) * K + 15) & ~(size_t)15;
+  const size_t per = ((ndw + ndb + 15) & ~(size_t)15) + nrow;
+  float *mem = aligned_alloc(64, (size_t)threads * per * sizeof(float));
+  if (!mem) {
+    conv3x3_backward_weight_ref(dw, db, dout, inp, N, H, W, C, K, threads);
+    return;
+  }
+  memset(mem, 0, (size_t)threads * per * sizeof(float));
+  const long rows = (long)N * H;
+  #pragma omp parallel num_threads(threads)
+  {
+    int t = omp_get_thread_num(), T = omp_get_num_threads();
+    float *pdw = mem + (size_t)t * per, *pdb = pdw + ndw;
+    float *dj = mem + (size_t)t * per + (per - nrow);
+    for (long r = rows * t / T; r < rows * (t + 1) / T; r++) {
+      int n = (int)(r / H), y = (int)(r % H);
+      memcpy(dj + K, dout + (size_t)r * W * K, (size_t)W * K * sizeof(float));
+      const float *in[3];
+      for (int ky = 0; ky < 3; ky++) {
+        int iy = y + ky - 1;
+        in[ky] = iy < 0 || iy >= H ? NULL
+                                   : inp + ((size_t)n * H + iy) * W * C;
+      }
+      bw_row(pdw, pdb, in, dj, W, C, K);
+    }
+  }
+  for (int t = 0; t < threads; t++) {
+    const float *pdw = mem + (size_t)t * per, *pdb = pdw + ndw;
+    for (size_t i = 0; i < ndw; i++) dw[i] += pdw[i];
+    for (size_t i = 0; i < ndb; i++) db[i] += pdb[i];
+  }
+  free(mem);
+}

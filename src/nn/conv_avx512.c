@@ -1,0 +1,447 @@
+/*
+ * conv_avx512.c — 3x3 convolution kernels for AVX-512 (16 floats a vector).
+ *
+ * Forward (out = act(conv3x3(inp, w) + b)), K a multiple of 16.
+ * Output channels are the vector lanes: the K outputs of one pixel are K/16
+ * zmm registers. One call of the block kernel computes P consecutive
+ * output pixels of one row for a chunk of 16*KV output channels, keeping
+ * all P*KV accumulators in registers from the bias load to the ReLU and the
+ * store. Inside, for each kernel row ky and input channel c, it loads the
+ * weights of the three taps (ky,0..2,c) once (3*KV registers) and walks
+ * along the P+2 padded input pixels of that row: each input scalar is
+ * broadcast once and feeds up to three taps, i.e. the outputs at x-1, x and
+ * x+1 (this horizontal reuse is what keeps the loads below the two per
+ * cycle the FMA units would otherwise need when K = 16). Per (ky, c):
+ * 3*KV loads of weights, P+2 broadcasts, 3*P*KV FMAs.
+ *
+ *     KV = 1 (K = 16): P = 16, 16 accumulators + 3 weights + 1 broadcast
+ *     KV = 2 (K = 32): P = 8,  16 accumulators + 6 weights + 1
+ *     KV = 4 (K = 64): P = 4,  16 accumulators + 12 weights + 1
+ *
+ * (of the 32 zmm registers). The border costs nothing in the inner loop:
+ * each thread reads its input through a ring of zero-padded row copies
+ * (conv_rows.h), so every tap reads memory that exists, and a block that
+ * runs past the right edge computes into a scratch buffer whose valid part
+ * is copied out. The input channel count C is a compile-time constant for
+ * the network's values (1, 3, 16, 32, 64), which turns every broadcast
+ * address into base + constant; other C go through the same code with C
+ * read at run time.
+ *
+ * Forward, K not a multiple of 16 (the input gradient of the first layer,
+ * 16 -> 1 or 3): the input channels are the lanes instead; each output is
+ * nine vector FMAs over C and one horizontal sum.
+ *
+ * Backward weight (dw[ky][kx][c][k] += sum inp[y+ky-1][x+kx-1][c] * dout[y][x][k]).
+ * Output channels are the lanes again. For one output row, one kernel row
+ * ky, a block of CB input channels and 16*KV output channels, the kernel
+ * holds the 3*CB*KV gradient vectors of the three taps in registers and
+ * walks along the input row: input pixel q meets dout at x = q+1, q, q-1
+ * for kx = 0, 1, 2, so a window of three dout pixels slides along in
+ * registers (one new load per pixel) and each input scalar is broadcast once
+ * for three FMAs (KV = 1: CB = 8, 24 accumulators; KV = 2: CB = 4). dout
+ * rows are copied with a zero pixel at each end so the window needs no
+ * border test. Threads split the rows and sum into private copies of dw and
+ * db, which are added to the caller's in thread order at the end, so the
+ * result is the same from run to run for a given thread count.
+ *
+ * Threads: every kernel splits the N*H output rows into `threads`
+ * contiguous ranges (OpenMP, static). The parallel regions call only the
+ * row functions below, which carry the AVX-512 target attribute; nothing
+ * else in the program needs to be compiled for AVX-512.
+ */
+#include "kernels.h"
+
+#include "conv_rows.h"
+
+#include <immintrin.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
+#define INLINE static inline __attribute__((always_inline))
+
+/* Pixels per forward block for each KV, and the largest (the row slack). */
+#define FWD_P(KV) ((KV) == 1 ? 16 : (KV) == 2 ? 8 : 4)
+#define FWD_PMAX 16 /* also the pixel block of the small-K path */
+
+/* ---------------------------------------------------------------------- */
+/* Forward, K a multiple of 16                                            */
+/* ---------------------------------------------------------------------- */
+
+/* P output pixels x0..x0+P-1 of one row, output channels k0..k0+16*KV-1.
+ * o: output of pixel x0, channel k0; pixel stride ostride.
+ * r0, r1, r2: padded input rows y-1, y, y+1 at padded pixel x0 (= x0-1).
+ * w: weights (3,3,C,K) offset by k0; b: bias offset by k0, or NULL.
+ * CC is C when it is a compile-time constant, else 0. */
+INLINE AVX512 void fwd_block(float *o, size_t ostride, const float *r0,
+                             const float *r1, const float *r2, const float *w,
+                             const float *b, int C, int K, int relu,
+                             const int KV, const int P, const int CC) {
+  const int Cn = CC ? CC : C;
+  /* Fixed-size arrays (P*KV <= 16): once the loops are unrolled every
+   * index is a constant and the compiler keeps them in registers. */
+  __m512 acc[FWD_PMAX][4];
+#pragma GCC unroll 16
+  for (int v = 0; v < KV; v++) {
+    __m512 bv = b ? _mm512_loadu_ps(b + 16 * v) : _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int p = 0; p < P; p++) acc[p][v] = bv;
+  }
+  const float *rows[3] = {r0, r1, r2};
+#pragma GCC unroll 3
+  for (int ky = 0; ky < 3; ky++) {
+    const float *r = rows[ky];
+    const float *wk = w + (size_t)ky * 3 * Cn * K;
+    for (int c = 0; c < Cn; c++) {
+      __m512 w0[4], w1[4], w2[4];
+#pragma GCC unroll 16
+      for (int v = 0; v < KV; v++) {
+        w0[v] = _mm512_loadu_ps(wk + (size_t)c * K + 16 * v);
+        w1[v] = _mm512_loadu_ps(wk + (size_t)(Cn + c) * K + 16 * v);
+        w2[v] = _mm512_loadu_ps(wk + (size_t)(2 * Cn + c) * K + 16 * v);
+      }
+#pragma GCC unroll 32
+      for (int j = 0; j < P + 2; j++) {
+        __m512 x = _mm512_set1_ps(r[(size_t)j * Cn + c]);
+#pragma GCC unroll 4
+        for (int v = 0; v < KV; v++) {
+          if (j < P) acc[j][v] = _mm512_fmadd_ps(x, w0[v], acc[j][v]);
+          if (j >= 1 && j <= P)
+            acc[j - 1][v] = _mm512_fmadd_ps(x, w1[v], acc[j - 1][v]);
+          if (j >= 2) acc[j - 2][v] = _mm512_fmadd_ps(x, w2[v], acc[j - 2][v]);
+        }
+      }
+    }
+  }
+  const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 16
+  for (int p = 0; p < P; p++)
+#pragma GCC unroll 16
+    for (int v = 0; v < KV; v++) {
+      __m512 a = relu ? _mm512_max_ps(acc[p][v], zero) : acc[p][v];
+      _mm512_storeu_ps(o + (size_t)p * ostride + 16 * v, a);
+    }
+}
+
+/* One output row (W pixels, all K channels) from three padded input rows. */
+INLINE AVX512 void fwd_row(float *orow, const float *r0, const float *r1,
+                           const float *r2, const float *w, const float *b,
+                           int W, int C, int K, int relu, const int KV,
+                           const int P, const int CC) {
+  const int Cn = CC ? CC : C;
+  for (int k0 = 0; k0 < K; k0 += 16 * KV) {
+    const float *bk = b ? b + k0 : NULL;
+    int x0 = 0;
+    for (; x0 + P <= W; x0 += P) {
+      size_t i = (size_t)x0 * Cn;
+      fwd_block(orow + (size_t)x0 * K + k0, (size_t)K, r0 + i, r1 + i, r2 + i,
+                w + k0, bk, C, K, relu, KV, P, CC);
+    }
+    if (x0 < W) {
+      /* The last, partial block: compute P pixels, keep W - x0. */
+      float tmp[FWD_PMAX * 16] __attribute__((aligned(64)));
+      size_t i = (size_t)x0 * Cn;
+      fwd_block(tmp, (size_t)KV * 16, r0 + i, r1 + i, r2 + i, w + k0, bk, C,
+                K, relu, KV, P, CC);
+      for (int x = x0; x < W; x++)
+        memcpy(orow + (size_t)x * K + k0, tmp + (size_t)(x - x0) * KV * 16,
+               (size_t)KV * 16 * sizeof(float));
+    }
+  }
+}
+
+typedef void (*fwd_row_fn)(float *orow, const float *r0, const float *r1,
+                           const float *r2, const float *w, const float *b,
+                           int W, int C, int K, int relu);
+
+/* One non-inline row function per (KV, C), named fwd_row_<KV>_<C>. */
+#define FWD_ROW_INSTANCE(KV, CC)                                              \
+  AVX512 static void fwd_row_##KV##_##CC(                                     \
+      float *orow, const float *r0, const float *r1, const float *r2,         \
+      const float *w, const float *b, int W, int C, int K, int relu) {        \
+    fwd_row(orow, r0, r1, r2, w, b, W, C, K, relu, KV, FWD_P(KV), CC);        \
+  }
+#define FWD_ROW_INSTANCES(KV)                                                 \
+  FWD_ROW_INSTANCE(KV, 0)                                                     \
+  FWD_ROW_INSTANCE(KV, 1)                                                     \
+  FWD_ROW_INSTANCE(KV, 3)                                                     \
+  FWD_ROW_INSTANCE(KV, 16)                                                    \
+  FWD_ROW_INSTANCE(KV, 32)                                                    \
+  FWD_ROW_INSTANCE(KV, 64)
+FWD_ROW_INSTANCES(1)
+FWD_ROW_INSTANCES(2)
+FWD_ROW_INSTANCES(4)
+
+#define FWD_ROW_TABLE(KV)                                                     \
+  {fwd_row_##KV##_0, fwd_row_##KV##_1, fwd_row_##KV##_3, fwd_row_##KV##_16,   \
+   fwd_row_##KV##_32, fwd_row_##KV##_64}
+static const fwd_row_fn fwd_rows[3][6] = {
+    FWD_ROW_TABLE(1), FWD_ROW_TABLE(2), FWD_ROW_TABLE(4)};
+
+/* The widest chunk of output channels that divides K. */
+static int fwd_kv(int K) { return K % 64 == 0 ? 4 : K % 32 == 0 ? 2 : 1; }
+
+static fwd_row_fn fwd_row_pick(int KV, int C) {
+  int i = KV == 1 ? 0 : KV == 2 ? 1 : 2;
+  int j = C == 1 ? 1 : C == 3 ? 2 : C == 16 ? 3 : C == 32 ? 4 : C == 64 ? 5 : 0;
+  return fwd_rows[i][j];
+}
+
+/* ---------------------------------------------------------------------- */
+/* Forward, K not a multiple of 16: vectors over C, a horizontal sum each */
+/* ---------------------------------------------------------------------- */
+
+/* Sums each of 16 vectors: lane p of the result is the sum of the lanes of
+ * v[p]. A tree of 15 adds: each level halves the number of vectors by
+ * adding the two halves of a pair after interleaving them, and a last
+ * permutation puts the sums back in pixel order. */
+INLINE AVX512 __m512 hsum16x16(const __m512 v[16]) {
+  __m512 u[8], z[4], y[2];
+  /* Each u[i]: 256-bit halves hold partial sums of v[i] and v[i+8]. */
+  for (int i = 0; i < 8; i++)
+    u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[i], v[i + 8], 0x44),
+                         _mm512_shuffle_f32x4(v[i], v[i + 8], 0xEE));
+  /* Each z[i]: 128-bit lanes hold pixels i, i+8, i+4, i+12. */
+  for (int i = 0; i < 4; i++)
+    z[i] = _mm512_add_ps(_mm512_shuffle_f32x4(u[i], u[i + 4], 0x88),
+                         _mm512_shuffle_f32x4(u[i], u[i + 4], 0xDD));
+  /* Two floats a pixel from here on, then one. */
+  for (int i = 0; i < 2; i++)
+    y[i] = _mm512_add_ps(_mm512_shuffle_ps(z[i], z[i + 2], 0x44),
+                         _mm512_shuffle_ps(z[i], z[i + 2], 0xEE));
+  __m512 s = _mm512_add_ps(_mm512_shuffle_ps(y[0], y[1], 0x88),
+                           _mm512_shuffle_ps(y[0], y[1], 0xDD));
+  /* s holds pixels 0 2 1 3 8 10 9 11 4 6 5 7 12 14 13 15. */
+  const __m512i order =
+      _mm512_setr_epi32(0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15);
+  return _mm512_permutexvar_ps(order, s);
+}
+
+/* One output row when K is not a multiple of 16: input channels are the
+ * lanes. For 16 pixels at a time and one output channel k, 16 accumulators
+ * (one per pixel, independent chains) gather the nine taps over C, and one
+ * tree sum turns them into the 16 outputs.
+ * wt: weights transposed to (K,3,3,Cp), Cp = C rounded up to 16, zero
+ * filled; the last, partial vector of C is read with a masked load. */
+AVX512 static void fwd_row_small_k(float *orow, const float *r0,
+                                   const float *r1, const float *r2,
+                                   const float *wt, const float *b, int W,
+                                   int C, int K, int relu) {
+  const int CV = (C + 15) / 16, Cp = CV * 16;
+  const __mmask16 tail = C % 16 ? (__mmask16)((1u << (C % 16)) - 1) : 0xFFFF;
+  const float *rows[3] = {r0, r1, r2};
+  for (int x0 = 0; x0 < W; x0 += 16) {
+    const int np = W - x0 < 16 ? W - x0 : 16; /* pixels of this block */
+    for (int k = 0; k < K; k++) {
+      __m512 acc[16];
+      for (int p = 0; p < 16; p++) acc[p] = _mm512_setzero_ps();
+      for (int t = 0; t < 9; t++) {
+        const float *ip = rows[t / 3] + (size_t)(x0 + t % 3) * C;
+        const float *wp = wt + ((size_t)k * 9 + t) * Cp;
+        for (int cv = 0; cv < CV; cv++) {
+          __m512 wv = _mm512_load_ps(wp + 16 * cv);
+          __mmask16 m = cv == CV - 1 ? tail : 0xFFFF;
+          /* Pixels past the row end read the zero slack of the row. */
+#pragma GCC unroll 16
+          for (int p = 0; p < 16; p++)
+            acc[p] = _mm512_fmadd_ps(
+                _mm512_maskz_loadu_ps(m, ip + (size_t)p * C + 16 * cv), wv,
+                acc[p]);
+        }
+      }
+      __m512 s = hsum16x16(acc);
+      if (b) s = _mm512_add_ps(s, _mm512_set1_ps(b[k]));
+      if (relu) s = _mm512_max_ps(s, _mm512_setzero_ps());
+      float o[16] __attribute__((aligned(64)));
+      _mm512_store_ps(o, s);
+      for (int p = 0; p < np; p++) orow[(size_t)(x0 + p) * K + k] = o[p];
+    }
+  }
+}
+
+void conv3x3_forward_avx512(float *out, const float *inp, const float *w,
+                            const float *b, int N, int H, int W, int C, int K,
+                            int relu, int threads) {
+  if (N <= 0 || H <= 0 || W <= 0 || K <= 0) return;
+  if (threads < 1) threads = 1;
+  const int small_k = K % 16 != 0;
+  const int Cp = (C + 15) / 16 * 16;
+  const size_t ring = conv_rows_floats(W, C, FWD_PMAX);
+  const size_t wtn = small_k ? (size_t)K * 9 * Cp : 0;
+  float *mem = aligned_alloc(64, ((size_t)threads * ring + wtn) * sizeof(float));
+  if (!mem) { /* no scratch memory: still give the right answer */
+    conv3x3_forward_ref(out, inp, w, b, N, H, W, C, K, relu, threads);
+    return;
+  }
+  float *wt = mem + (size_t)threads * ring;
+  if (small_k) {
+    memset(wt, 0, wtn * sizeof(float));
+    for (int t = 0; t < 9; t++)
+      for (int c = 0; c < C; c++)
+        for (int k = 0; k < K; k++)
+          wt[((size_t)k * 9 + t) * Cp + c] = w[((size_t)t * C + c) * K + k];
+  }
+  const fwd_row_fn row = small_k ? NULL : fwd_row_pick(fwd_kv(K), C);
+  const long rows = (long)N * H;
+  #pragma omp parallel num_threads(threads)
+  {
+    int t = omp_get_thread_num(), T = omp_get_num_threads();
+    conv_rows ring_t;
+    conv_rows_init(&ring_t, mem + (size_t)t * ring, W, C, FWD_PMAX);
+    for (long r = rows * t / T; r < rows * (t + 1) / T; r++) {
+      int n = (int)(r / H), y = (int)(r % H);
+      const float *p0 = conv_rows_get(&ring_t, inp, n, y - 1, H, W, C);
+      const float *p1 = conv_rows_get(&ring_t, inp, n, y, H, W, C);
+      const float *p2 = conv_rows_get(&ring_t, inp, n, y + 1, H, W, C);
+      float *o = out + (size_t)r * W * K;
+      if (small_k)
+        fwd_row_small_k(o, p0, p1, p2, wt, b, W, C, K, relu);
+      else
+        row(o, p0, p1, p2, w, b, W, C, K, relu);
+    }
+  }
+  free(mem);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Backward weight                                                        */
+/* ---------------------------------------------------------------------- */
+
+/* Adds one (output row, kernel row) contribution to the three taps
+ * (ky, 0..2) of CB input channels and 16*KV output channels.
+ * dwp: partial dw at (ky, kx=0, c0, k0); tap stride C*K, channel stride K.
+ * ip: input row iy at channel c0, pixel stride C.
+ * dj: padded dout row at channel k0, pixel stride K; dj pixel j is x = j-1. */
+INLINE AVX512 void bw_block(float *dwp, const float *ip, const float *dj,
+                            int W, int C, int K, const int KV, const int CB) {
+  __m512 acc[3][8][2]; /* CB*KV <= 8 */
+  const size_t ts = (size_t)C * K;
+#pragma GCC unroll 16
+  for (int kx = 0; kx < 3; kx++)
+#pragma GCC unroll 16
+    for (int cb = 0; cb < CB; cb++)
+#pragma GCC unroll 16
+      for (int v = 0; v < KV; v++)
+        acc[kx][cb][v] = _mm512_loadu_ps(dwp + kx * ts + (size_t)cb * K + 16 * v);
+  /* d0, d1, d2: dout at x = q-1, q, q+1 (padded pixels q, q+1, q+2). */
+  __m512 d0[2], d1[2], d2[2];
+#pragma GCC unroll 16
+  for (int v = 0; v < KV; v++) {
+    d0[v] = _mm512_loadu_ps(dj + 16 * v);
+    d1[v] = _mm512_loadu_ps(dj + (size_t)K + 16 * v);
+  }
+  for (int q = 0; q < W; q++) {
+    const float *dq = dj + (size_t)(q + 2) * K;
+#pragma GCC unroll 16
+    for (int v = 0; v < KV; v++) d2[v] = _mm512_loadu_ps(dq + 16 * v);
+    const float *iq = ip + (size_t)q * C;
+#pragma GCC unroll 8
+    for (int cb = 0; cb < CB; cb++) {
+      __m512 x = _mm512_set1_ps(iq[cb]);
+#pragma GCC unroll 4
+      for (int v = 0; v < KV; v++) {
+        acc[0][cb][v] = _mm512_fmadd_ps(x, d2[v], acc[0][cb][v]);
+        acc[1][cb][v] = _mm512_fmadd_ps(x, d1[v], acc[1][cb][v]);
+        acc[2][cb][v] = _mm512_fmadd_ps(x, d0[v], acc[2][cb][v]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int v = 0; v < KV; v++) {
+      d0[v] = d1[v];
+      d1[v] = d2[v];
+    }
+  }
+#pragma GCC unroll 16
+  for (int kx = 0; kx < 3; kx++)
+#pragma GCC unroll 16
+    for (int cb = 0; cb < CB; cb++)
+#pragma GCC unroll 16
+      for (int v = 0; v < KV; v++)
+        _mm512_storeu_ps(dwp + kx * ts + (size_t)cb * K + 16 * v, acc[kx][cb][v]);
+}
+
+/* Channel blocks of CBMAX, then halving blocks for the remainder. */
+INLINE AVX512 void bw_channels(float *dwp, const float *ip, const float *dj,
+                               int W, int C, int K, const int KV,
+                               const int CBMAX) {
+  int c0 = 0;
+  for (; c0 + CBMAX <= C; c0 += CBMAX)
+    bw_block(dwp + (size_t)c0 * K, ip + c0, dj, W, C, K, KV, CBMAX);
+  if (CBMAX > 4 && c0 + 4 <= C) {
+    bw_block(dwp + (size_t)c0 * K, ip + c0, dj, W, C, K, KV, 4);
+    c0 += 4;
+  }
+  if (CBMAX > 2 && c0 + 2 <= C) {
+    bw_block(dwp + (size_t)c0 * K, ip + c0, dj, W, C, K, KV, 2);
+    c0 += 2;
+  }
+  if (c0 < C) bw_block(dwp + (size_t)c0 * K, ip + c0, dj, W, C, K, KV, 1);
+}
+
+/* One output row: in[ky] is input row y+ky-1 or NULL outside the image;
+ * dj the padded dout row; pdw/pdb this thread's partial sums. */
+AVX512 static void bw_row(float *pdw, float *pdb, const float *const in[3],
+                          const float *dj, int W, int C, int K) {
+  for (int k0 = 0; k0 < K; k0 += 16) {
+    __m512 s = _mm512_loadu_ps(pdb + k0);
+    for (int x = 0; x < W; x++)
+      s = _mm512_add_ps(s, _mm512_loadu_ps(dj + (size_t)(x + 1) * K + k0));
+    _mm512_storeu_ps(pdb + k0, s);
+  }
+  for (int ky = 0; ky < 3; ky++) {
+    if (!in[ky]) continue;
+    float *dwk = pdw + (size_t)ky * 3 * C * K;
+    int k0 = 0;
+    for (; k0 + 32 <= K; k0 += 32)
+      bw_channels(dwk + k0, in[ky], dj + k0, W, C, K, 2, 4);
+    if (k0 < K) bw_channels(dwk + k0, in[ky], dj + k0, W, C, K, 1, 8);
+  }
+}
+
+void conv3x3_backward_weight_avx512(float *dw, float *db, const float *dout,
+                                    const float *inp, int N, int H, int W,
+                                    int C, int K, int threads) {
+  if (N <= 0 || H <= 0 || W <= 0 || C <= 0 || K <= 0) return;
+  if (threads < 1) threads = 1;
+  if (K % 16 != 0) { /* not a shape of this network: the plain loops */
+    conv3x3_backward_weight_ref(dw, db, dout, inp, N, H, W, C, K, threads);
+    return;
+  }
+  /* Per thread: partial dw (9*C*K), partial db (K), one padded dout row. */
+  const size_t ndw = (size_t)9 * C * K, ndb = (size_t)K;
+  const size_t nrow = ((size_t)(W + 2) * K + 15) & ~(size_t)15;
+  const size_t per = ((ndw + ndb + 15) & ~(size_t)15) + nrow;
+  float *mem = aligned_alloc(64, (size_t)threads * per * sizeof(float));
+  if (!mem) {
+    conv3x3_backward_weight_ref(dw, db, dout, inp, N, H, W, C, K, threads);
+    return;
+  }
+  memset(mem, 0, (size_t)threads * per * sizeof(float));
+  const long rows = (long)N * H;
+  #pragma omp parallel num_threads(threads)
+  {
+    int t = omp_get_thread_num(), T = omp_get_num_threads();
+    float *pdw = mem + (size_t)t * per, *pdb = pdw + ndw;
+    float *dj = mem + (size_t)t * per + (per - nrow);
+    for (long r = rows * t / T; r < rows * (t + 1) / T; r++) {
+      int n = (int)(r / H), y = (int)(r % H);
+      memcpy(dj + K, dout + (size_t)r * W * K, (size_t)W * K * sizeof(float));
+      const float *in[3];
+      for (int ky = 0; ky < 3; ky++) {
+        int iy = y + ky - 1;
+        in[ky] = iy < 0 || iy >= H ? NULL
+                                   : inp + ((size_t)n * H + iy) * W * C;
+      }
+      bw_row(pdw, pdb, in, dj, W, C, K);
+    }
+  }
+  /* Fixed order: thread 0's sums first, then thread 1's, ... */
+  for (int t = 0; t < threads; t++) {
+    const float *pdw = mem + (size_t)t * per, *pdb = pdw + ndw;
+    for (size_t i = 0; i < ndw; i++) dw[i] += pdw[i];
+    for (size_t i = 0; i < ndb; i++) db[i] += pdb[i];
+  }
+  free(mem);
+}

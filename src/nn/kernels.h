@@ -1,0 +1,104 @@
+/*
+ * kernels.h — the layer kernels of the engine (internal).
+ *
+ * Letters used in shape comments:
+ *   N  batch (slices)          H, W  height and width at this layer
+ *   C  input channels          K     output channels
+ *
+ * Activations are channels-last: a tensor (N,H,W,C) stores element
+ * [n][y][x][c] at ((n*H + y)*W + x)*C + c. Convolution weights are packed
+ * (3,3,C,K): [ky][kx][c][k], so that the K output channels of one tap are
+ * contiguous. All 3x3 convolutions use zero "same" padding and stride 1.
+ *
+ * Every kernel exists as a plain loop version (kernels_ref.c), which is the
+ * reference the fast versions are tested against, and may exist as fast
+ * versions selected at run time (see ctp_kernels_select()).
+ *
+ * Forward kernels overwrite their output. Backward kernels for activations
+ * overwrite the input gradient too (every activation in this network has
+ * exactly one consumer, so there is nothing to accumulate); weight-gradient
+ * kernels accumulate (+=) into dw/db, which the caller clears with zero_grad.
+ *
+ * `threads` is the number of OpenMP threads a kernel may use. Work is split
+ * statically, and every reduction is done in a fixed order, so results are
+ * identical from run to run for a given thread count.
+ */
+#ifndef CTPHASE_NN_KERNELS_H
+#define CTPHASE_NN_KERNELS_H
+
+#include <stddef.h>
+
+/* out = act(conv3x3(inp, w) + b); relu != 0 applies ReLU. b may be NULL. */
+typedef void (*conv3x3_forward_fn)(float *out,       /* (N,H,W,K) */
+                                   const float *inp, /* (N,H,W,C) */
+                                   const float *w,   /* (3,3,C,K) */
+                                   const float *b,   /* (K) or NULL */
+                                   int N, int H, int W, int C, int K,
+                                   int relu, int threads);
+
+/* dw += sum_{n,y,x} inp[n,y+ky-1,x+kx-1,c] * dout[n,y,x,k]; db += sum dout. */
+typedef void (*conv3x3_backward_weight_fn)(float *dw,        /* (3,3,C,K) */
+                                           float *db,        /* (K) */
+                                           const float *dout,/* (N,H,W,K) */
+                                           const float *inp, /* (N,H,W,C) */
+                                           int N, int H, int W, int C, int K,
+                                           int threads);
+
+typedef struct {
+  const char *name; /* "ref", "avx2", "avx512" */
+  conv3x3_forward_fn conv3x3_forward;
+  conv3x3_backward_weight_fn conv3x3_backward_weight;
+} ctp_kernels;
+
+/* The reference kernels: plain loops, obviously correct, slow. */
+void conv3x3_forward_ref(float *out, const float *inp, const float *w,
+                         const float *b, int N, int H, int W, int C, int K,
+                         int relu, int threads);
+void conv3x3_backward_weight_ref(float *dw, float *db, const float *dout,
+                                 const float *inp, int N, int H, int W, int C,
+                                 int K, int threads);
+
+/* The fast sets (conv_avx2.c, conv_avx512.c): same contract as the
+ * reference kernels; call them only when the CPU has the features (see
+ * ctp_kernels_by_name()). */
+void conv3x3_forward_avx2(float *out, const float *inp, const float *w,
+                          const float *b, int N, int H, int W, int C, int K,
+                          int relu, int threads);
+void conv3x3_backward_weight_avx2(float *dw, float *db, const float *dout,
+                                  const float *inp, int N, int H, int W, int C,
+                                  int K, int threads);
+void conv3x3_forward_avx512(float *out, const float *inp, const float *w,
+                            const float *b, int N, int H, int W, int C, int K,
+                            int relu, int threads);
+void conv3x3_backward_weight_avx512(float *dw, float *db, const float *dout,
+                                    const float *inp, int N, int H, int W,
+                                    int C, int K, int threads);
+
+/* Packs PyTorch OIHW weights (K,C,3,3) into (3,3,C,K). */
+void conv3x3_pack_forward(float *dst, const float *oihw, int C, int K);
+/* Packs (K,C,3,3) into the weights of the input-gradient convolution:
+ * (3,3,K,C), spatially flipped, so that
+ * dinp = conv3x3_forward(dout, packed_backward, NULL, ..., C'=K, K'=C, 0). */
+void conv3x3_pack_backward(float *dst, const float *oihw, int C, int K);
+/* Unpacks a (3,3,C,K) weight gradient and adds it into OIHW (K,C,3,3). */
+void conv3x3_unpack_add(float *oihw, const float *packed, int C, int K);
+
+/* out (N,H/2,W/2,C) = 2x2 max of inp (N,H,W,C); H and W are even. */
+void maxpool2_forward(float *out, const float *inp, int N, int H, int W, int C,
+                      int threads);
+/* dinp (N,H,W,C) = dout routed to the first maximum of each 2x2 window in
+ * row-major order (as PyTorch does), zero elsewhere. */
+void maxpool2_backward(float *dinp, const float *dout, const float *inp, int N,
+                       int H, int W, int C, int threads);
+/* d[i] = act[i] > 0 ? d[i] : 0, with act the ReLU output. */
+void relu_backward_inplace(float *d, const float *act, size_t n, int threads);
+
+/* Kernel sets: "ref" always; fast ones when the CPU supports them. */
+const ctp_kernels *ctp_kernels_ref(void);
+/* The best set for this CPU, or the one named by the environment variable
+ * CTPHASE_KERNELS ("ref", "avx2", "avx512") when set and supported. */
+const ctp_kernels *ctp_kernels_select(void);
+/* A set by name, or NULL when unknown or unsupported by this CPU. */
+const ctp_kernels *ctp_kernels_by_name(const char *name);
+
+#endif

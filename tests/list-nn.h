@@ -1,0 +1,12 @@
+/* Tests of tests/test-nn.c. */
+TEST_ENTRY(nn_param_count)
+TEST_ENTRY(nn_model_roundtrip)
+TEST_ENTRY(nn_model_corpus)
+TEST_ENTRY(nn_npy_roundtrip)
+TEST_ENTRY(nn_cross_entropy_gradient)
+TEST_ENTRY(nn_bad_arguments)
+TEST_ENTRY(nn_deterministic)
+TEST_ENTRY(nn_thread_safety)
+TEST_ENTRY(nn_parity_b2_64_c1)
+TEST_ENTRY(nn_parity_b1_32x64_c3)
+TEST_ENTRY(nn_parity_512_forward)

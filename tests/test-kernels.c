@@ -1,0 +1,234 @@
+/*
+ * test-kernels.c — the fast kernel sets against the reference loops.
+ *
+ * Every fast set (avx2, avx512) is run on random inputs over a list of
+ * shapes that covers each (C,K) pair the network uses — forward layers and
+ * the input-gradient convolutions — plus odd sizes (1, 3, 5, 17, 33, 34, so
+ * that W is rarely a multiple of a pixel block), odd channel counts that
+ * take the generic paths, batch 1 and 3, ReLU on and off, bias NULL or not,
+ * 1 and 2 threads. The outputs must match conv3x3_*_ref within rtol 1e-4 and
+ * an atol of 1e-5 times the largest reference magnitude, and two runs with
+ * the same thread count must agree bit for bit. A set the CPU cannot run is
+ * skipped.
+ */
+#include "test.h"
+
+#include "nn/kernels.h"
+
+#include <stdint.h>
+
+/* Deterministic uniform numbers in [-1, 1). */
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static float rnd(void) {
+  rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+  return (float)((rng_state >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+static float *rnd_buf(size_t n) {
+  float *p = malloc((n ? n : 1) * sizeof(float));
+  if (p)
+    for (size_t i = 0; i < n; i++) p[i] = rnd();
+  return p;
+}
+static double max_abs(const float *a, size_t n) {
+  double m = 0;
+  for (size_t i = 0; i < n; i++) m = fabs(a[i]) > m ? fabs(a[i]) : m;
+  return m;
+}
+
+typedef struct { int C, K; } chan_pair;
+typedef struct { int H, W; } size_pair;
+
+/* Forward: the network's layers, the input-gradient convolutions (K,C
+ * swapped, no bias or ReLU, but we try both anyway), odd channel counts. */
+static const chan_pair fwd_pairs[] = {
+  {1, 16}, {3, 16}, {16, 16}, {16, 32}, {32, 32}, {32, 64}, {64, 64},
+  {16, 1}, {16, 3}, {32, 16}, {64, 32},
+  {5, 16}, {7, 48}, {20, 8}, {17, 5}, {33, 24},
+};
+/* Backward weight: the network's layers and odd channel counts. */
+static const chan_pair bw_pairs[] = {
+  {1, 16}, {3, 16}, {16, 16}, {16, 32}, {32, 32}, {32, 64}, {64, 64},
+  {5, 16}, {7, 48}, {20, 8}, {13, 3},
+};
+static const size_pair sizes[] = {
+  {1, 1}, {3, 5}, {5, 3}, {17, 33}, {33, 34}, {34, 17}, {1, 34}, {16, 16},
+};
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Compares one forward shape; returns 0 when it passes. */
+static int check_forward(const ctp_kernels *ks, int N, int H, int W, int C,
+                         int K, int relu, int bias) {
+  size_t ni = (size_t)N * H * W * C, no = (size_t)N * H * W * K;
+  float *inp = rnd_buf(ni), *w = rnd_buf((size_t)9 * C * K), *b = rnd_buf(K);
+  float *want = malloc(no * sizeof(float)), *got = malloc(no * sizeof(float));
+  float *again = malloc(no * sizeof(float));
+  int rc = 1;
+  if (!inp || !w || !b || !want || !got || !again) goto done;
+  const float *bp = bias ? b : NULL;
+  conv3x3_forward_ref(want, inp, w, bp, N, H, W, C, K, relu, 1);
+  double atol = 1e-5 * (max_abs(want, no) + 1e-3);
+  char what[160];
+  for (int threads = 1; threads <= 2; threads++) {
+    memset(got, 0xff, no * sizeof(float)); /* NaN: every output written? */
+    ks->conv3x3_forward(got, inp, w, bp, N, H, W, C, K, relu, threads);
+    snprintf(what, sizeof what,
+             "%s forward N=%d H=%d W=%d C=%d K=%d relu=%d bias=%d threads=%d",
+             ks->name, N, H, W, C, K, relu, bias, threads);
+    if (test_allclose(what, got, want, no, 1e-4, atol)) goto done;
+    ks->conv3x3_forward(again, inp, w, bp, N, H, W, C, K, relu, threads);
+    if (memcmp(got, again, no * sizeof(float)) != 0) {
+      fprintf(stderr, "%s: two runs differ\n", what);
+      goto done;
+    }
+  }
+  rc = 0;
+done:
+  free(inp); free(w); free(b); free(want); free(got); free(again);
+  return rc;
+}
+
+/* Compares one backward-weight shape (dw, db start non-zero: the kernels
+ * accumulate); returns 0 when it passes. */
+static int check_backward_weight(const ctp_kernels *ks, int N, int H, int W,
+                                 int C, int K) {
+  size_t ni = (size_t)N * H * W * C, no = (size_t)N * H * W * K;
+  size_t nw = (size_t)9 * C * K;
+  float *inp = rnd_buf(ni), *dout = rnd_buf(no), *dw0 = rnd_buf(nw);
+  float *db0 = rnd_buf(K);
+  float *dw_want = malloc(nw * sizeof(float)), *db_want = malloc(K * sizeof(float));
+  float *dw = malloc(nw * sizeof(float)), *db = malloc(K * sizeof(float));
+  float *dw2 = malloc(nw * sizeof(float)), *db2 = malloc(K * sizeof(float));
+  int rc = 1;
+  if (!inp || !dout || !dw0 || !db0 || !dw_want || !db_want || !dw || !db ||
+      !dw2 || !db2)
+    goto done;
+  memcpy(dw_want, dw0, nw * sizeof(float));
+  memcpy(db_want, db0, K * sizeof(float));
+  conv3x3_backward_weight_ref(dw_want, db_want, dout, inp, N, H, W, C, K, 1);
+  double atol_w = 1e-5 * (max_abs(dw_want, nw) + 1e-3);
+  double atol_b = 1e-5 * (max_abs(db_want, K) + 1e-3);
+  char what[160];
+  for (int threads = 1; threads <= 2; threads++) {
+    memcpy(dw, dw0, nw * sizeof(float));
+    memcpy(db, db0, K * sizeof(float));
+    ks->conv3x3_backward_weight(dw, db, dout, inp, N, H, W, C, K, threads);
+    snprintf(what, sizeof what,
+             "%s backward weight N=%d H=%d W=%d C=%d K=%d threads=%d", ks->name,
+             N, H, W, C, K, threads);
+    if (test_allclose(what, dw, dw_want, nw, 1e-4, atol_w)) goto done;
+    if (test_allclose(what, db, db_want, K, 1e-4, atol_b)) goto done;
+    memcpy(dw2, dw0, nw * sizeof(float));
+    memcpy(db2, db0, K * sizeof(float));
+    ks->conv3x3_backward_weight(dw2, db2, dout, inp, N, H, W, C, K, threads);
+    if (memcmp(dw, dw2, nw * sizeof(float)) != 0 ||
+        memcmp(db, db2, K * sizeof(float)) != 0) {
+      fprintf(stderr, "%s: two runs differ\n", what);
+      goto done;
+    }
+  }
+  rc = 0;
+done:
+  free(inp); free(dout); free(dw0); free(db0); free(dw_want); free(db_want);
+  free(dw); free(db); free(dw2); free(db2);
+  return rc;
+}
+
+/* Every forward pair on every size; batch, ReLU and bias vary with the
+ * case number so that each pair meets each setting. */
+static int check_forward_all(const ctp_kernels *ks) {
+  int i = 0;
+  for (size_t p = 0; p < NELEM(fwd_pairs); p++)
+    for (size_t s = 0; s < NELEM(sizes); s++, i++) {
+      int N = i % 2 ? 3 : 1, relu = (i / 2) % 2, bias = (i / 4) % 2 == (int)(p % 2);
+      if (check_forward(ks, N, sizes[s].H, sizes[s].W, fwd_pairs[p].C,
+                        fwd_pairs[p].K, relu, bias))
+        return 1;
+    }
+  /* The real widths, where blocks tile the row exactly. */
+  if (check_forward(ks, 1, 3, 512, 16, 16, 1, 1)) return 1;
+  if (check_forward(ks, 2, 2, 256, 1, 16, 1, 1)) return 1;
+  if (check_forward(ks, 1, 4, 128, 32, 32, 1, 1)) return 1;
+  if (check_forward(ks, 1, 2, 256, 16, 1, 0, 0)) return 1;
+  return 0;
+}
+
+static int check_backward_weight_all(const ctp_kernels *ks) {
+  int i = 0;
+  for (size_t p = 0; p < NELEM(bw_pairs); p++)
+    for (size_t s = 0; s < NELEM(sizes); s++, i++)
+      if (check_backward_weight(ks, i % 2 ? 3 : 1, sizes[s].H, sizes[s].W,
+                                bw_pairs[p].C, bw_pairs[p].K))
+        return 1;
+  if (check_backward_weight(ks, 1, 3, 512, 16, 16)) return 1;
+  if (check_backward_weight(ks, 2, 4, 128, 32, 32)) return 1;
+  return 0;
+}
+
+TEST_IMPL(kernels_select) {
+  ASSERT(ctp_kernels_by_name("ref") == ctp_kernels_ref());
+  ASSERT(ctp_kernels_by_name("no-such-set") == NULL);
+  ASSERT(ctp_kernels_select() != NULL);
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    ASSERT(ctp_kernels_by_name("avx2") != NULL);
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+    ASSERT(ctp_kernels_by_name("avx512") != NULL);
+  return 0;
+}
+
+/* The input gradient computed as the forward kernel on conv3x3_pack_backward
+ * weights (how the network does it) against the definition
+ * dinp[y][x][c] = sum_{ky,kx,k} w[k][c][ky][kx] * dout[y-ky+1][x-kx+1][k],
+ * for every set the CPU supports. */
+TEST_IMPL(kernels_conv_input_gradient) {
+  const char *names[] = {"ref", "avx2", "avx512"};
+  const int N = 2, H = 7, W = 9, C = 3, K = 16;
+  float *oihw = rnd_buf((size_t)K * C * 9), *dout = rnd_buf((size_t)N * H * W * K);
+  float *packed = malloc((size_t)K * C * 9 * sizeof(float));
+  float *want = calloc((size_t)N * H * W * C, sizeof(float));
+  float *got = malloc((size_t)N * H * W * C * sizeof(float));
+  ASSERT(oihw && dout && packed && want && got);
+  for (int n = 0; n < N; n++)
+    for (int y = 0; y < H; y++)
+      for (int x = 0; x < W; x++)
+        for (int c = 0; c < C; c++) {
+          double s = 0;
+          for (int ky = 0; ky < 3; ky++)
+            for (int kx = 0; kx < 3; kx++) {
+              int oy = y - ky + 1, ox = x - kx + 1;
+              if (oy < 0 || oy >= H || ox < 0 || ox >= W) continue;
+              for (int k = 0; k < K; k++)
+                s += (double)oihw[((k * C + c) * 3 + ky) * 3 + kx] *
+                     dout[(((size_t)n * H + oy) * W + ox) * K + k];
+            }
+          want[(((size_t)n * H + y) * W + x) * C + c] = (float)s;
+        }
+  conv3x3_pack_backward(packed, oihw, C, K);
+  for (size_t i = 0; i < NELEM(names); i++) {
+    const ctp_kernels *ks = ctp_kernels_by_name(names[i]);
+    if (!ks) continue;
+    ks->conv3x3_forward(got, dout, packed, NULL, N, H, W, K, C, 0, 2);
+    ASSERT_ALLCLOSE(names[i], got, want, (size_t)N * H * W * C, 1e-4, 1e-5);
+  }
+  free(oihw); free(dout); free(packed); free(want); free(got);
+  return 0;
+}
+
+#define SET_TESTS(set)                                                    \
+  TEST_IMPL(kernels_conv_forward_##set) {                                 \
+    const ctp_kernels *ks = ctp_kernels_by_name(#set);                    \
+    if (!ks) TEST_SKIP("this CPU cannot run the " #set " kernels");       \
+    ASSERT(check_forward_all(ks) == 0);                                   \
+    return 0;                                                             \
+  }                                                                       \
+  TEST_IMPL(kernels_conv_backward_weight_##set) {                         \
+    const ctp_kernels *ks = ctp_kernels_by_name(#set);                    \
+    if (!ks) TEST_SKIP("this CPU cannot run the " #set " kernels");       \
+    ASSERT(check_backward_weight_all(ks) == 0);                           \
+    return 0;                                                             \
+  }
+
+SET_TESTS(avx2)
+SET_TESTS(avx512)

@@ -1,0 +1,5 @@
+/* Every unit test, one module list each. See test.h. */
+#include "list-nn.h"
+#include "list-kernels.h"
+#include "list-dicom.h"
+#include "list-phantom.h"
