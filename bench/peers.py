@@ -7,8 +7,8 @@ warm-up):
 
     forward_b1_ms      inference, batch 1            (torch.no_grad)
     forward_b8_ms      inference, batch 8            (torch.no_grad)
-    saliency_ms        forward + d(sum of predicted-class logits)/d input,
-                       batch 8, or batch 1 when batch 8 would not fit the
+    saliency_ms        forward + d(sum of predicted-class logits)/d input
+                       (parameters frozen: no weight gradients), batch 8, or batch 1 when batch 8 would not fit the
                        time budget (the JSON says which: saliency_batch)
     train_step_ms      forward, class-weighted cross-entropy, backward and
                        one Adam step, batch 8
@@ -144,7 +144,11 @@ def main():
         log("forward b%d: %.1f ms/slice" % (nb, res["forward_b%d_ms" % nb]))
         res["peak_rss_mb"]["forward_b%d" % nb] = peak_rss_mb()
 
-    # Saliency: gradient of the predicted class's logit at the input.
+    # Saliency: gradient of the predicted class's logit at the input. The
+    # parameters are frozen so autograd computes the input gradient only,
+    # as an explanation request would.
+    net.requires_grad_(False)
+
     def saliency(x):
         xg = x.clone().requires_grad_(True)
         logits = net(xg)
@@ -165,6 +169,7 @@ def main():
     res["peak_rss_mb"]["saliency"] = peak_rss_mb()
 
     # One training step: forward, weighted cross-entropy, backward, Adam.
+    net.requires_grad_(True)
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     labels = torch.randint(0, 5, (nb,))

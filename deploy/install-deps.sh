@@ -12,7 +12,8 @@ BUILD_PKGS=(
   libssl-dev libsndfile1-dev libtiff-dev zlib1g-dev
 )
 TEST_PKGS=(
-  orthanc dicom3tools python3-pydicom python3-numpy python3-torch sqlite3 curl
+  orthanc dicom3tools python3-pydicom python3-numpy python3-torch python3-jsonschema
+  sqlite3 curl
 )
 # Node.js and npm (for the ONNX Runtime benchmark peer) come from Debian
 # only when the machine has no node of its own.

@@ -1,1 +1,13 @@
 /* Tests of tests/test-dicom.c. */
+TEST_ENTRY(dicom_api_arguments)
+TEST_ENTRY(dicom_transfer_syntaxes_lossless)
+TEST_ENTRY(dicom_transfer_syntaxes_lossy)
+TEST_ENTRY(dicom_transfer_syntaxes_other_files)
+TEST_ENTRY(dicom_hcc002_two_acquisitions)
+TEST_ENTRY(dicom_hcc002_parallel_load)
+TEST_ENTRY(dicom_corpus_outcomes)
+TEST_ENTRY(dicom_corpus_values)
+TEST_ENTRY(dicom_corpus_geometry)
+TEST_ENTRY(dicom_corpus_folders)
+TEST_ENTRY(dicom_corpus_replay)
+TEST_ENTRY(dicom_file_changed_after_scan)

@@ -3,3 +3,4 @@
 #include "list-kernels.h"
 #include "list-dicom.h"
 #include "list-phantom.h"
+#include "list-predict.h"

@@ -23,5 +23,12 @@ int cli_usage(const char *help, const char *bad);
 
 int cmd_model(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
+int cmd_scan(int argc, char **argv);
+
+struct ctp_model;
+/* Loads --model, else $CTPHASE_MODEL, else the bundled model; prints why
+ * not and returns 1 on failure. */
+int cli_load_model(const char *path, struct ctp_model **m);
 
 #endif

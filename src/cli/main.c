@@ -17,6 +17,8 @@ static const char *usage =
     "  model info FILE        architecture, parameters, metadata, SHA-256\n"
     "  model init             write a He-initialised model\n"
     "  forward                run the network on standardised slices (.npy)\n"
+    "  predict PATH...        the phase of each DICOM series under PATH\n"
+    "  scan ROOT --csv OUT    the phase of every series in a tree, as CSV\n"
     "  version                print the version\n"
     "\n"
     "Run 'ctphase <command> --help' for the options of a command.\n";
@@ -69,6 +71,8 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(cmd, "model")) return cmd_model(argc - 1, argv + 1);
   if (!strcmp(cmd, "forward")) return cmd_forward(argc - 1, argv + 1);
+  if (!strcmp(cmd, "predict")) return cmd_predict(argc - 1, argv + 1);
+  if (!strcmp(cmd, "scan")) return cmd_scan(argc - 1, argv + 1);
   fprintf(stderr, "ctphase: unknown command '%s'\n\n%s", cmd, usage);
   return 2;
 }

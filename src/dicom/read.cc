@@ -421,7 +421,8 @@ int open_file(const char *path, DcmFileFormat *ff, std::string *why) {
   OFCondition c = ff->loadFile(path, EXS_Unknown, EGL_noChange,
                                DCM_MaxReadLength, ERM_autoDetect);
   if (c.bad()) {
-    *why = strf("DICOM parse failed: %s", c.text());
+    *why = strf("DICOM parse failed (truncated or corrupt file): %s",
+                c.text());
     return CTP_EFORMAT;
   }
   return 0;
@@ -1117,18 +1118,26 @@ int scan_paths(const char *const *paths, int npaths, ctp_scan **out) {
 /* ------------------------------------------------------------------ */
 
 /* Stored values to HU: shift the stored bits down to bit 0 (native data
- * may have HighBit above BitsStored-1), mask away whatever sits above
- * BitsStored, sign-extend two's complement, rescale. */
+ * may have HighBit above BitsStored-1), drop whatever sits above
+ * BitsStored, sign-extend two's complement, rescale. The sign extension
+ * is done by shifting the value to the top of 32 bits and back
+ * (arithmetic shift), so that the loops have no branch and vectorise. */
 template <typename T>
 void stored_to_hu(const T *src, size_t n, int shift, int bs, int pr,
                   double slope, double intercept, float *out) {
-  const uint32_t mask = bs >= 32 ? 0xffffffffu : ((1u << bs) - 1u);
-  const uint32_t sign = 1u << (bs - 1);
-  const int64_t span = (int64_t)1 << bs;
-  for (size_t i = 0; i < n; i++) {
-    uint32_t v = ((uint32_t)src[i] >> shift) & mask;
-    int64_t x = (pr && (v & sign)) ? (int64_t)v - span : (int64_t)v;
-    out[i] = (float)((double)x * slope + intercept);
+  const uint32_t mask = (1u << bs) - 1u; /* bs is 1..16 */
+  const int up = 32 - bs;
+  if (pr) {
+    for (size_t i = 0; i < n; i++) {
+      uint32_t v = ((uint32_t)src[i] >> shift) & mask;
+      int32_t x = (int32_t)(v << up) >> up;
+      out[i] = (float)((double)x * slope + intercept);
+    }
+  } else {
+    for (size_t i = 0; i < n; i++) {
+      uint32_t v = ((uint32_t)src[i] >> shift) & mask;
+      out[i] = (float)((double)v * slope + intercept);
+    }
   }
 }
 

@@ -45,7 +45,7 @@
 #define INLINE static inline __attribute__((always_inline))
 
 #define FWD_P(KV) ((KV) == 1 ? 8 : 4)
-#define FWD_PMAX 8
+#define FWD_PMAX 8 /* also the pixel block of the small-K path */
 
 /* ---------------------------------------------------------------------- */
 /* Forward, K a multiple of 8                                             */
@@ -162,38 +162,66 @@ static fwd_row_fn fwd_row_pick(int K, int C) {
 /* Forward, K not a multiple of 8: vectors over C, a horizontal sum each  */
 /* ---------------------------------------------------------------------- */
 
-AVX2 static float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
+/* Sums each of 8 vectors: lane p of the result is the sum of the lanes of
+ * v[p] (a tree of 7 adds, then a permutation back to pixel order). */
+INLINE AVX2 __m256 hsum8x8(const __m256 v[8]) {
+  __m256 u[4], y[2];
+  /* Each u[i]: 128-bit halves hold partial sums of v[i] and v[i+4]. */
+#pragma GCC unroll 16
+  for (int i = 0; i < 4; i++)
+    u[i] = _mm256_add_ps(_mm256_permute2f128_ps(v[i], v[i + 4], 0x20),
+                         _mm256_permute2f128_ps(v[i], v[i + 4], 0x31));
+#pragma GCC unroll 16
+  for (int i = 0; i < 2; i++)
+    y[i] = _mm256_add_ps(_mm256_shuffle_ps(u[i], u[i + 2], 0x44),
+                         _mm256_shuffle_ps(u[i], u[i + 2], 0xEE));
+  __m256 s = _mm256_add_ps(_mm256_shuffle_ps(y[0], y[1], 0x88),
+                           _mm256_shuffle_ps(y[0], y[1], 0xDD));
+  /* s holds pixels 0 2 1 3 4 6 5 7. */
+  return _mm256_permutevar8x32_ps(s, _mm256_setr_epi32(0, 2, 1, 3, 4, 6, 5, 7));
 }
 
-/* wt: weights transposed to (K,3,3,Cp), Cp = C rounded up to 8, zero
- * filled. The last, partial vector of C is read with a masked load. */
+/* One output row when K is not a multiple of 8: input channels are the
+ * lanes; 8 pixels at a time, one accumulator each, one tree sum per output
+ * channel (see fwd_row_small_k in conv_avx512.c).
+ * wt: weights transposed to (K,3,3,Cp), Cp = C rounded up to 8, zero
+ * filled; the last, partial vector of C is read with a masked load. */
 AVX2 static void fwd_row_small_k(float *orow, const float *r0, const float *r1,
                                  const float *r2, const float *wt,
                                  const float *b, int W, int C, int K,
                                  int relu) {
   const int CV = (C + 7) / 8, Cp = CV * 8, rem = C - (CV - 1) * 8;
   int32_t m[8];
+#pragma GCC unroll 16
   for (int i = 0; i < 8; i++) m[i] = i < rem ? -1 : 0;
   const __m256i tail = _mm256_loadu_si256((const __m256i *)m);
+  const __m256i full = _mm256_set1_epi32(-1);
   const float *rows[3] = {r0, r1, r2};
-  for (int x = 0; x < W; x++) {
+  for (int x0 = 0; x0 < W; x0 += 8) {
+    const int np = W - x0 < 8 ? W - x0 : 8;
     for (int k = 0; k < K; k++) {
-      __m256 acc = _mm256_setzero_ps();
+      __m256 acc[8];
+#pragma GCC unroll 16
+      for (int p = 0; p < 8; p++) acc[p] = _mm256_setzero_ps();
       for (int t = 0; t < 9; t++) {
-        const float *ip = rows[t / 3] + (size_t)(x + t % 3) * C;
+        const float *ip = rows[t / 3] + (size_t)(x0 + t % 3) * C;
         const float *wp = wt + ((size_t)k * 9 + t) * Cp;
-        for (int cv = 0; cv < CV - 1; cv++)
-          acc = _mm256_fmadd_ps(_mm256_loadu_ps(ip + 8 * cv),
-                                _mm256_load_ps(wp + 8 * cv), acc);
-        acc = _mm256_fmadd_ps(_mm256_maskload_ps(ip + 8 * (CV - 1), tail),
-                              _mm256_load_ps(wp + 8 * (CV - 1)), acc);
+        for (int cv = 0; cv < CV; cv++) {
+          __m256 wv = _mm256_load_ps(wp + 8 * cv);
+          __m256i mk = cv == CV - 1 ? tail : full;
+#pragma GCC unroll 8
+          for (int p = 0; p < 8; p++)
+            acc[p] = _mm256_fmadd_ps(
+                _mm256_maskload_ps(ip + (size_t)p * C + 8 * cv, mk), wv,
+                acc[p]);
+        }
       }
-      float s = hsum256(acc) + (b ? b[k] : 0.0f);
-      orow[(size_t)x * K + k] = relu && !(s > 0.0f) ? 0.0f : s;
+      __m256 s = hsum8x8(acc);
+      if (b) s = _mm256_add_ps(s, _mm256_set1_ps(b[k]));
+      if (relu) s = _mm256_max_ps(s, _mm256_setzero_ps());
+      float o[8] __attribute__((aligned(32)));
+      _mm256_store_ps(o, s);
+      for (int p = 0; p < np; p++) orow[(size_t)(x0 + p) * K + k] = o[p];
     }
   }
 }

@@ -200,14 +200,17 @@ static fwd_row_fn fwd_row_pick(int KV, int C) {
 INLINE AVX512 __m512 hsum16x16(const __m512 v[16]) {
   __m512 u[8], z[4], y[2];
   /* Each u[i]: 256-bit halves hold partial sums of v[i] and v[i+8]. */
+#pragma GCC unroll 16
   for (int i = 0; i < 8; i++)
     u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[i], v[i + 8], 0x44),
                          _mm512_shuffle_f32x4(v[i], v[i + 8], 0xEE));
   /* Each z[i]: 128-bit lanes hold pixels i, i+8, i+4, i+12. */
+#pragma GCC unroll 16
   for (int i = 0; i < 4; i++)
     z[i] = _mm512_add_ps(_mm512_shuffle_f32x4(u[i], u[i + 4], 0x88),
                          _mm512_shuffle_f32x4(u[i], u[i + 4], 0xDD));
   /* Two floats a pixel from here on, then one. */
+#pragma GCC unroll 16
   for (int i = 0; i < 2; i++)
     y[i] = _mm512_add_ps(_mm512_shuffle_ps(z[i], z[i + 2], 0x44),
                          _mm512_shuffle_ps(z[i], z[i + 2], 0xEE));
@@ -236,6 +239,7 @@ AVX512 static void fwd_row_small_k(float *orow, const float *r0,
     const int np = W - x0 < 16 ? W - x0 : 16; /* pixels of this block */
     for (int k = 0; k < K; k++) {
       __m512 acc[16];
+#pragma GCC unroll 16
       for (int p = 0; p < 16; p++) acc[p] = _mm512_setzero_ps();
       for (int t = 0; t < 9; t++) {
         const float *ip = rows[t / 3] + (size_t)(x0 + t % 3) * C;

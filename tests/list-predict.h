@@ -1,0 +1,10 @@
+/* Tests of tests/test-predict.c. */
+TEST_ENTRY(vote_clear_winner)
+TEST_ENTRY(vote_weight_beats_count)
+TEST_ENTRY(vote_tie_and_margin)
+TEST_ENTRY(vote_single_slice_and_errors)
+TEST_ENTRY(key_slices_strongest_first)
+TEST_ENTRY(preprocess_body_mask)
+TEST_ENTRY(preprocess_grid_rule)
+TEST_ENTRY(predict_two_acquisitions)
+TEST_ENTRY(predict_batch_invariance)
