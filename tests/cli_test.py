@@ -7,9 +7,11 @@ Each check runs the real binary in a temporary folder and looks at its exit
 status, its output and the files it wrote (read back with NumPy). Prints one
 line per check and ends with "N passed, N failed".
 """
+import csv
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +24,23 @@ FIX = os.path.join(ROOT, "tests", "reference", "fixtures")
 BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build"))
 CTPHASE = os.path.join(BUILD, "src", "cli", "ctphase")
 CHECKS = []
+CORPUS = os.path.join(ROOT, "tests", "corpus", "dicom")
+HCC = os.path.join(ROOT, "..", "shared", "data", "real-ct", "hcc002-arterial-and-portal-venous")
+MODEL = os.path.join(FIX, "b2_64_c1", "model.safetensors")
+BUNDLED = os.path.join(ROOT, "models", "ctphase-phantom.safetensors")
+# Under the sanitizers, checks on the large real series are skipped.
+QUICK = os.environ.get("CTPHASE_TEST_QUICK") == "1"
+
+
+class Skip(Exception):
+    """A check that cannot run here; the message says why."""
+
+
+def schema_validator():
+    import jsonschema
+    with open(os.path.join(ROOT, "schemas", "result.schema.json")) as f:
+        schema = json.load(f)
+    return jsonschema.Draft202012Validator(schema)
 
 
 def check(fn):
@@ -39,7 +58,8 @@ def run(*args, ok=True):
 @check
 def help_on_every_command():
     for cmd in (["--help"], ["model", "--help"], ["model", "info", "--help"],
-                ["model", "init", "--help"], ["forward", "--help"]):
+                ["model", "init", "--help"], ["forward", "--help"], ["predict", "--help"],
+                ["scan", "--help"]):
         p = run(*cmd)
         assert "usage:" in p.stdout, f"{cmd}: no usage text"
     p = run("nosuch", ok=False)
@@ -114,19 +134,124 @@ def broken_model_refused_with_reason():
     assert p.returncode == 1 and "fc.bias" in p.stderr, p.stderr
 
 
+@check
+def predict_json_validates_against_schema():
+    p = run("predict", os.path.join(CORPUS, "two-acq"), "--model", MODEL, "--json", "--per-slice")
+    doc = json.loads(p.stdout)
+    results = doc["results"]
+    assert len(results) == 2, f"{len(results)} results, want 2 acquisitions"
+    v = schema_validator()
+    for r in results:
+        errors = list(v.iter_errors(r))
+        assert not errors, "; ".join(e.message for e in errors[:3])
+        assert r["phase"] in ("noncon", "cm", "cmneph", "neph", "pyelo", "indeterminate")
+        assert abs(sum(r["vote_share"].values()) - 1) < 1e-4
+        assert len(r["slices"]) == r["slices_used"] > 0
+    assert [r["acquisition_index"] for r in results] == [0, 1]
+
+
+@check
+def predict_reports_skips_and_unreadable_files():
+    p = run("predict", CORPUS, "--model", MODEL, "--json")
+    doc = json.loads(p.stdout)
+    v = schema_validator()
+    for r in doc["results"]:
+        errors = list(v.iter_errors(r))
+        assert not errors, "; ".join(e.message for e in errors[:3])
+    reasons = " ".join(s["reason"] for r in doc["results"] for s in r["skipped"])
+    assert "localizer" in reasons.lower(), "the localizer must be listed as skipped"
+    unread = {os.path.basename(u["path"]): u["reason"] for u in doc["unreadable"]}
+    assert "not-dicom.txt" in unread and unread["not-dicom.txt"], unread
+    assert "empty.dcm" in unread, unread
+    text = run("predict", os.path.join(CORPUS, "with-localizer"), "--model", MODEL).stdout
+    assert "skipped" in text and "phase" in text and "#" in text, text
+
+
+@check
+def predict_without_model():
+    if os.path.exists(BUNDLED):
+        p = run("predict", os.path.join(CORPUS, "two-acq"))
+        assert "phase" in p.stdout
+    else:
+        p = run("predict", os.path.join(CORPUS, "two-acq"), ok=False)
+        assert p.returncode == 1 and "--model" in p.stderr, p.stderr
+    p = run("predict", os.path.join(CORPUS, "nothing-here"), "--model", MODEL, ok=False)
+    assert p.returncode == 1 and "nothing-here" in p.stderr, p.stderr
+
+
+@check
+def predict_real_series_two_acquisitions():
+    if not os.path.isdir(HCC):
+        raise Skip("../shared/data/real-ct/hcc002-arterial-and-portal-venous is absent")
+    if QUICK:
+        raise Skip("large real series not run under the sanitizers")
+    doc = json.loads(run("predict", HCC, "--model", MODEL, "--json").stdout)
+    res = doc["results"]
+    assert len(res) == 2, len(res)
+    assert [r["acquisition_number"] for r in res] == [1, 2]
+    assert [r["slices_used"] for r in res] == [109, 109]
+    assert res[0]["series_instance_uid"] == res[1]["series_instance_uid"]
+
+
+@check
+def scan_writes_csv(tmp):
+    out = os.path.join(tmp, "scan.csv")
+    p = run("scan", CORPUS, "--csv", out, "--model", MODEL, "--jobs", "2")
+    rows = list(csv.DictReader(open(out, newline="")))
+    assert rows, "no rows"
+    assert set(rows[0]) >= {"series_instance_uid", "phase", "slices_used", "error", "share_cm"}
+    ok = [r for r in rows if not r["error"]]
+    bad = [r for r in rows if r["error"]]
+    assert ok and bad, "want both predicted series and error rows"
+    assert any(r["path"].endswith("not-dicom.txt") for r in bad)
+    for r in ok:
+        assert r["phase"] in ("noncon", "cm", "cmneph", "neph", "pyelo", "indeterminate")
+        shares = sum(float(r["share_" + c]) for c in ("noncon", "cm", "cmneph", "neph", "pyelo"))
+        assert abs(shares - 1) < 1e-3
+    two = [r for r in ok if r["path"].endswith("two-acq")]
+    assert len(two) == 2, two
+    assert "scan:" in p.stderr
+
+
+@check
+def scan_interrupted_leaves_valid_csv(tmp):
+    if not os.path.isdir(HCC):
+        raise Skip("../shared/data/real-ct/hcc002-arterial-and-portal-venous is absent")
+    out = os.path.join(tmp, "scan.csv")
+    proc = subprocess.Popen([CTPHASE, "scan", HCC, CORPUS, "--csv", out, "--model", MODEL,
+                             "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    # Interrupt once the CSV exists (the header scan is over).
+    import time
+    deadline = time.time() + 120
+    while not os.path.exists(out) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode in (0, 130), (proc.returncode, err)
+    rows = list(csv.reader(open(out, newline="")))
+    assert rows[0][0] == "study_instance_uid"
+    assert all(len(r) == len(rows[0]) for r in rows), "every row complete"
+    if proc.returncode == 130:
+        assert "interrupted" in err
+
+
 def main():
-    passed = failed = 0
+    passed = failed = skipped = 0
     for fn in CHECKS:
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 fn(tmp) if fn.__code__.co_argcount else fn()
                 passed += 1
                 print(f"ok      cli_{fn.__name__}")
+            except Skip as e:
+                skipped += 1
+                print(f"skip    cli_{fn.__name__}: skipped: {e}")
             except Exception:
                 failed += 1
                 print(f"FAIL    cli_{fn.__name__}")
                 traceback.print_exc(file=sys.stdout)
-    print(f"{passed} passed, {failed} failed")
+    print(f"{passed} passed, {failed} failed, {skipped} skipped")
     return 1 if failed else 0
 
 

@@ -191,6 +191,12 @@ int cmd_scan(int argc, char **argv) {
   ctp_model *m = NULL;
   ctp_scan *scan = NULL;
   if (cli_load_model(model_path, &m)) goto done;
+  /* From here on, an interrupt stops the scan cleanly. */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
   c.tty = isatty(2);
   if (c.tty) fprintf(stderr, "reading headers under %d path(s)...\n", nroots);
   int r = ctp_dicom_scan(roots, nroots, &scan);
@@ -213,11 +219,6 @@ int cmd_scan(int argc, char **argv) {
     snprintf(er.error, sizeof er.error, "%s", f->reason);
     write_row(&c, &er, f->path);
   }
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
   pthread_t *th = calloc((size_t)jobs, sizeof *th);
   for (int j = 0; j < jobs; j++) pthread_create(&th[j], NULL, worker, &c);
   for (int j = 0; j < jobs; j++) pthread_join(th[j], NULL);

@@ -125,23 +125,39 @@ INLINE AVX512 void fwd_block(float *o, size_t ostride, const float *r0,
     }
 }
 
-/* One output row (W pixels, all K channels) from three padded input rows. */
+/* Prefetches part `i` of `n` of the pf_bytes at pf into L2: the row
+ * functions spread the next input row over their blocks this way, so that
+ * its copy into the ring finds it in cache and the DRAM reads overlap the
+ * arithmetic. */
+INLINE void prefetch_part(const char *pf, size_t pf_bytes, size_t i, size_t n) {
+  if (!pf) return;
+  size_t lo = (pf_bytes * i / n) & ~(size_t)63, hi = pf_bytes * (i + 1) / n;
+  for (size_t o = lo; o < hi; o += 64) _mm_prefetch(pf + o, _MM_HINT_T1);
+}
+
+/* One output row (W pixels, all K channels) from three padded input rows;
+ * prefetches pf_bytes at pf (or nothing when pf is NULL) on the way. */
 INLINE AVX512 void fwd_row(float *orow, const float *r0, const float *r1,
                            const float *r2, const float *w, const float *b,
-                           int W, int C, int K, int relu, const int KV,
-                           const int P, const int CC) {
+                           int W, int C, int K, int relu, const char *pf,
+                           size_t pf_bytes, const int KV, const int P,
+                           const int CC) {
   const int Cn = CC ? CC : C;
+  const size_t nblk = (size_t)((W + P - 1) / P) * (size_t)(K / (16 * KV));
+  size_t blk = 0;
   for (int k0 = 0; k0 < K; k0 += 16 * KV) {
     const float *bk = b ? b + k0 : NULL;
     int x0 = 0;
     for (; x0 + P <= W; x0 += P) {
       size_t i = (size_t)x0 * Cn;
+      prefetch_part(pf, pf_bytes, blk++, nblk);
       fwd_block(orow + (size_t)x0 * K + k0, (size_t)K, r0 + i, r1 + i, r2 + i,
                 w + k0, bk, C, K, relu, KV, P, CC);
     }
     if (x0 < W) {
       /* The last, partial block: compute P pixels, keep W - x0. */
       float tmp[FWD_PMAX * 16] __attribute__((aligned(64)));
+      prefetch_part(pf, pf_bytes, blk++, nblk);
       size_t i = (size_t)x0 * Cn;
       fwd_block(tmp, (size_t)KV * 16, r0 + i, r1 + i, r2 + i, w + k0, bk, C,
                 K, relu, KV, P, CC);
@@ -154,14 +170,17 @@ INLINE AVX512 void fwd_row(float *orow, const float *r0, const float *r1,
 
 typedef void (*fwd_row_fn)(float *orow, const float *r0, const float *r1,
                            const float *r2, const float *w, const float *b,
-                           int W, int C, int K, int relu);
+                           int W, int C, int K, int relu, const char *pf,
+                           size_t pf_bytes);
 
 /* One non-inline row function per (KV, C), named fwd_row_<KV>_<C>. */
 #define FWD_ROW_INSTANCE(KV, CC)                                              \
   AVX512 static void fwd_row_##KV##_##CC(                                     \
       float *orow, const float *r0, const float *r1, const float *r2,         \
-      const float *w, const float *b, int W, int C, int K, int relu) {        \
-    fwd_row(orow, r0, r1, r2, w, b, W, C, K, relu, KV, FWD_P(KV), CC);        \
+      const float *w, const float *b, int W, int C, int K, int relu,          \
+      const char *pf, size_t pf_bytes) {                                      \
+    fwd_row(orow, r0, r1, r2, w, b, W, C, K, relu, pf, pf_bytes, KV,          \
+            FWD_P(KV), CC);                                                   \
   }
 #define FWD_ROW_INSTANCES(KV)                                                 \
   FWD_ROW_INSTANCE(KV, 0)                                                     \
@@ -231,12 +250,14 @@ INLINE AVX512 __m512 hsum16x16(const __m512 v[16]) {
 AVX512 static void fwd_row_small_k(float *orow, const float *r0,
                                    const float *r1, const float *r2,
                                    const float *wt, const float *b, int W,
-                                   int C, int K, int relu) {
+                                   int C, int K, int relu, const char *pf,
+                                   size_t pf_bytes) {
   const int CV = (C + 15) / 16, Cp = CV * 16;
   const __mmask16 tail = C % 16 ? (__mmask16)((1u << (C % 16)) - 1) : 0xFFFF;
   const float *rows[3] = {r0, r1, r2};
   for (int x0 = 0; x0 < W; x0 += 16) {
     const int np = W - x0 < 16 ? W - x0 : 16; /* pixels of this block */
+    prefetch_part(pf, pf_bytes, (size_t)x0 / 16, (size_t)(W + 15) / 16);
     for (int k = 0; k < K; k++) {
       __m512 acc[16];
 #pragma GCC unroll 16
@@ -300,10 +321,15 @@ void conv3x3_forward_avx512(float *out, const float *inp, const float *w,
       const float *p1 = conv_rows_get(&ring_t, inp, n, y, H, W, C);
       const float *p2 = conv_rows_get(&ring_t, inp, n, y + 1, H, W, C);
       float *o = out + (size_t)r * W * K;
+      /* The row the next output row will copy in: y + 2 of this image. */
+      const char *pf = r + 1 < rows * (t + 1) / T && y + 2 < H
+                           ? (const char *)(inp + (size_t)(r + 2) * W * C)
+                           : NULL;
+      size_t pf_bytes = (size_t)W * C * sizeof(float);
       if (small_k)
-        fwd_row_small_k(o, p0, p1, p2, wt, b, W, C, K, relu);
+        fwd_row_small_k(o, p0, p1, p2, wt, b, W, C, K, relu, pf, pf_bytes);
       else
-        row(o, p0, p1, p2, w, b, W, C, K, relu);
+        row(o, p0, p1, p2, w, b, W, C, K, relu, pf, pf_bytes);
     }
   }
   free(mem);
