@@ -4,3 +4,5 @@
 #include "list-dicom.h"
 #include "list-phantom.h"
 #include "list-predict.h"
+#include "list-explain.h"
+#include "list-service.h"
