@@ -10,10 +10,18 @@
  * forward kernel, and of the weight-gradient kernel, each the best of
  * `reps` runs (default 5; the machine is shared, so best-of-N is the
  * number that means something). It then sums the best times of the forward
- * layers into the convolution time of one slice. The "ref" set is slow, so
- * it runs the network at 128x128 and its per-slice time is scaled by 16.
+ * layers into the convolution time of one slice. For the layers followed by
+ * a max-pool it also times conv3x3_forward + maxpool2_forward against the
+ * fused conv3x3_pool_forward, with and without keeping the full-size
+ * activation, and each block of the network (conv, conv, pool) unfused
+ * against conv3x3_block_forward. The "ref" set is slow, so it runs the network at 128x128 and
+ * its per-slice times are scaled by 16.
+ *
  * Last, it measures OpenBLAS sgemm (2048^3, 1 and 2 threads) as the
- * machine's practical peak.
+ * machine's practical peak. OpenBLAS 0.3.21 does not know this CPU model
+ * and would fall back to its Prescott (SSE3) kernels, so unless
+ * OPENBLAS_CORETYPE is set the program sets it to SkylakeX and re-executes
+ * itself (the choice is made when the library loads).
  */
 #include "nn/kernels.h"
 
@@ -22,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct {
   const char *name;
@@ -85,33 +94,125 @@ static double time_conv(const ctp_kernels *ks, int what, int H, int W, int C,
   return best;
 }
 
+enum { UNFUSED, FUSED_ACT, FUSED };
+
+/* Best time of conv + pool (unfused, or fused with or without act). */
+static double time_conv_pool(const ctp_kernels *ks, int how, int H, int W,
+                             int C, int K, int threads, int reps) {
+  float *inp = rnd_buf((size_t)H * W * C), *act = rnd_buf((size_t)H * W * K);
+  float *out = rnd_buf((size_t)H * W * K / 4);
+  float *w = rnd_buf((size_t)9 * C * K), *b = rnd_buf((size_t)K);
+  double best = 1e30;
+  for (int r = 0; r < reps + 1; r++) {
+    double t0 = now();
+    if (how == UNFUSED) {
+      ks->conv3x3_forward(act, inp, w, b, 1, H, W, C, K, 1, threads);
+      maxpool2_forward(out, act, 1, H, W, K, threads);
+    } else {
+      ks->conv3x3_pool_forward(out, how == FUSED_ACT ? act : NULL, inp, w, b,
+                               1, H, W, C, K, 1, threads);
+    }
+    double t = now() - t0;
+    if (r > 0 && t < best) best = t;
+  }
+  free(inp); free(act); free(out); free(w); free(b);
+  return best;
+}
+
+/* Best time of one block (conv, conv, pool): unfused, fused keeping both
+ * activations, fused keeping none. */
+static double time_block(const ctp_kernels *ks, int how, int S, int C, int K1,
+                         int K2, int threads, int reps) {
+  float *inp = rnd_buf((size_t)S * S * C), *a = rnd_buf((size_t)S * S * K1);
+  float *bact = rnd_buf((size_t)S * S * K2), *out = rnd_buf((size_t)S * S * K2 / 4);
+  float *wa = rnd_buf((size_t)9 * C * K1), *ba = rnd_buf((size_t)K1);
+  float *wb = rnd_buf((size_t)9 * K1 * K2), *bb = rnd_buf((size_t)K2);
+  double best = 1e30;
+  for (int r = 0; r < reps + 1; r++) {
+    double t0 = now();
+    if (how == UNFUSED) {
+      ks->conv3x3_forward(a, inp, wa, ba, 1, S, S, C, K1, 1, threads);
+      ks->conv3x3_forward(bact, a, wb, bb, 1, S, S, K1, K2, 1, threads);
+      maxpool2_forward(out, bact, 1, S, S, K2, threads);
+    } else if (ks->conv3x3_block_forward(out, how == FUSED_ACT ? a : NULL,
+                                         how == FUSED_ACT ? bact : NULL, inp,
+                                         wa, ba, wb, bb, 1, S, S, C, K1, K2,
+                                         threads) != 0) {
+      fprintf(stderr, "conv3x3_block_forward failed\n");
+      exit(1);
+    }
+    double t = now() - t0;
+    if (r > 0 && t < best) best = t;
+  }
+  free(inp); free(a); free(bact); free(out); free(wa); free(ba); free(wb);
+  free(bb);
+  return best;
+}
+
 static void bench_set(const ctp_kernels *ks, int threads, int reps) {
   int div = strcmp(ks->name, "ref") == 0 ? 4 : 1; /* ref: 128x128 */
-  static const char *what_name[] = {"forward", "input grad", "weight grad"};
-  printf("\n== %s, %d thread%s%s ==\n", ks->name, threads, threads > 1 ? "s" : "",
-         div > 1 ? " (network at 128x128)" : "");
-  printf("%-5s %5s %7s | %9s %8s | %9s %8s | %9s %8s\n", "layer", "HxW", "C->K",
-         what_name[0], "GFLOP/s", what_name[1], "GFLOP/s", what_name[2],
-         "GFLOP/s");
-  double total[3] = {0, 0, 0}, flops = 0;
+  double scale = (double)div * div;
+  printf("\n== %s, %d thread%s%s ==\n", ks->name, threads,
+         threads > 1 ? "s" : "", div > 1 ? " (network at 128x128)" : "");
+  printf("%-5s %5s %7s | %17s | %17s | %17s | %10s %10s %10s\n", "layer", "HxW",
+         "C->K", "forward  GFLOP/s", "input grad GFLOP/s", "weight grad GF/s",
+         "conv+pool", "fused+act", "fused");
+  /* Per slice: [0] conv times; [1..3] conv+pool unfused / fused keeping
+   * act / fused without act (plain conv time for layers with no pool). */
+  double conv[3] = {0, 0, 0}, net[3] = {0, 0, 0}, flops = 0;
   for (int l = 0; l < NLAYERS; l++) {
     int S = layers[l].S / div, C = layers[l].C, K = layers[l].K;
-    double f = conv_flops(S, S, C, K);
+    double f = conv_flops(S, S, C, K), tf = 0;
     printf("%-5s %5d %3d->%-3d", layers[l].name, S, C, K);
     for (int what = FWD; what <= BWD_WEIGHT; what++) {
       double t = time_conv(ks, what, S, S, C, K, threads, reps);
-      total[what] += t;
+      if (what == FWD) tf = t;
+      conv[what] += t;
       printf(" | %7.3fms %8.1f", 1e3 * t, f / t * 1e-9);
+    }
+    /* 1b..5b (odd index below 10) are followed by a max-pool. */
+    printf(" |");
+    for (int how = UNFUSED; how <= FUSED; how++) {
+      double t = tf;
+      if (l % 2 == 1 && l < 10) {
+        t = time_conv_pool(ks, how, S, S, C, K, threads, reps);
+        printf(" %8.3fms", 1e3 * t);
+      }
+      net[how] += t;
     }
     printf("\n");
     flops += f;
   }
-  double scale = (double)div * div;
-  printf("per 512x512 slice: forward convs %.2f ms (%.1f GFLOP/s), "
-         "input-grad convs %.2f ms, weight-grad convs %.2f ms%s\n",
-         1e3 * total[FWD] * scale, flops / total[FWD] * 1e-9,
-         1e3 * total[BWD_DATA] * scale, 1e3 * total[BWD_WEIGHT] * scale,
-         div > 1 ? " (scaled from 128x128)" : "");
+  printf("per 512x512 slice%s: forward convs %.2f ms (%.1f GFLOP/s), "
+         "input-grad convs %.2f ms, weight-grad convs %.2f ms\n",
+         div > 1 ? " (scaled from 128x128)" : "", 1e3 * conv[FWD] * scale,
+         flops / conv[FWD] * 1e-9, 1e3 * conv[BWD_DATA] * scale,
+         1e3 * conv[BWD_WEIGHT] * scale);
+  printf("per 512x512 slice: convs + pools %.2f ms; conv+pool fused, keeping "
+         "act %.2f ms; conv+pool fused, no act %.2f ms\n",
+         1e3 * net[UNFUSED] * scale, 1e3 * net[FUSED_ACT] * scale,
+         1e3 * net[FUSED] * scale);
+  /* Whole blocks: layers 2j, 2j+1 and the pool; layer 6 on its own. */
+  printf("%-5s %5s %11s | %10s %10s %10s\n", "block", "HxW", "C->K1->K2",
+         "unfused", "fused+act", "fused");
+  double blk[3] = {0, 0, 0};
+  for (int j = 0; j < 5; j++) {
+    const layer *la = &layers[2 * j], *lb = &layers[2 * j + 1];
+    int S = la->S / div;
+    printf("%-5d %5d %3d->%2d->%-2d |", j + 1, S, la->C, la->K, lb->K);
+    for (int how = UNFUSED; how <= FUSED; how++) {
+      double t = time_block(ks, how, S, la->C, la->K, lb->K, threads, reps);
+      blk[how] += t;
+      printf(" %8.3fms", 1e3 * t);
+    }
+    printf("\n");
+  }
+  double t6 = time_conv(ks, FWD, layers[10].S / div, layers[10].S / div,
+                        layers[10].C, layers[10].K, threads, reps);
+  printf("per 512x512 slice, all convs and pools: unfused %.2f ms; blocks fused "
+         "keeping act %.2f ms; blocks fused, no act %.2f ms\n",
+         1e3 * (blk[UNFUSED] + t6) * scale, 1e3 * (blk[FUSED_ACT] + t6) * scale,
+         1e3 * (blk[FUSED] + t6) * scale);
 }
 
 /* OpenBLAS sgemm, n x n x n, best of reps. */
@@ -133,6 +234,11 @@ static void bench_sgemm(int n, int threads, int reps) {
 }
 
 int main(int argc, char **argv) {
+  if (!getenv("OPENBLAS_CORETYPE")) {
+    setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+    execv("/proc/self/exe", argv);
+    /* Could not re-execute: go on with what OpenBLAS picked. */
+  }
   int reps = argc > 1 ? atoi(argv[1]) : 5;
   if (reps < 1) reps = 1;
   const char *names[] = {"ref", "avx2", "avx512"};
@@ -147,7 +253,7 @@ int main(int argc, char **argv) {
     }
     for (int threads = 1; threads <= 2; threads++) bench_set(ks, threads, reps);
   }
-  printf("\n");
+  printf("\nOpenBLAS core: %s\n", openblas_get_corename());
   for (int threads = 1; threads <= 2; threads++) bench_sgemm(2048, threads, reps);
   return 0;
 }

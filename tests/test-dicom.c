@@ -702,6 +702,18 @@ TEST_IMPL(dicom_corpus_folders) {
   ASSERT_EQ_INT(ctp_series_num_acquisitions(se), 1);
   ASSERT_OK(check_acq(se, 0, 12, 0, 2.5));
   ASSERT_EQ_INT(ctp_acquisition_number(ctp_series_acquisition(se, 0)), 1);
+  ASSERT(strcmp(ctp_acquisition_slice(ctp_series_acquisition(se, 0), 0)
+                    ->acquisition_time,
+                "120002.500") == 0);
+  ctp_scan_free(sc);
+
+  /* contiguous-phases/: end to end too, but 45 s apart: not joined. */
+  sc = scan1(CORPUS "contiguous-phases");
+  ASSERT(sc != NULL);
+  se = ctp_scan_series(sc, 0);
+  ASSERT_EQ_INT(ctp_series_num_acquisitions(se), 2);
+  ASSERT_OK(check_acq(se, 0, 4, 0, 2.5));
+  ASSERT_OK(check_acq(se, 1, 4, 10, 2.5));
   ctp_scan_free(sc);
 
   /* size-mix/: the one 32x32 slice among 16x16 ones is skipped. */

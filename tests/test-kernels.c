@@ -8,8 +8,11 @@
  * take the generic paths, batch 1 and 3, ReLU on and off, bias NULL or not,
  * 1 and 2 threads. The outputs must match conv3x3_*_ref within rtol 1e-4 and
  * an atol of 1e-5 times the largest reference magnitude, and two runs with
- * the same thread count must agree bit for bit. A set the CPU cannot run is
- * skipped.
+ * the same thread count must agree bit for bit. The fused conv + max-pool
+ * and the fused block (conv, conv, max-pool) must give the reference values
+ * within the same tolerance, and exactly what the set's own unfused
+ * kernels give, for every choice of which activations are kept. A set the
+ * CPU cannot run is skipped.
  */
 #include "test.h"
 
@@ -134,6 +137,153 @@ done:
   return rc;
 }
 
+/* Checks conv3x3_pool_forward on one shape, with act NULL and not:
+ * against the reference conv + maxpool2_forward within tolerance, and
+ * against this set's own conv3x3_forward + maxpool2_forward exactly. */
+static int check_pool_forward(const ctp_kernels *ks, int N, int H, int W,
+                              int C, int K, int relu, int bias, int threads) {
+  size_t ni = (size_t)N * H * W * C, na = (size_t)N * H * W * K;
+  size_t np = (size_t)N * (H / 2) * (W / 2) * K;
+  float *inp = rnd_buf(ni), *w = rnd_buf((size_t)9 * C * K), *b = rnd_buf(K);
+  float *act_want = malloc(na * sizeof(float)), *act = malloc(na * sizeof(float));
+  float *want = malloc((np ? np : 1) * sizeof(float));
+  float *same = malloc((np ? np : 1) * sizeof(float));
+  float *got = malloc((np ? np : 1) * sizeof(float));
+  int rc = 1;
+  if (!inp || !w || !b || !act_want || !act || !want || !same || !got) goto done;
+  const float *bp = bias ? b : NULL;
+  char what[160];
+  snprintf(what, sizeof what,
+           "%s pool forward N=%d H=%d W=%d C=%d K=%d relu=%d bias=%d threads=%d",
+           ks->name, N, H, W, C, K, relu, bias, threads);
+  conv3x3_forward_ref(act_want, inp, w, bp, N, H, W, C, K, relu, 1);
+  maxpool2_forward(want, act_want, N, H, W, K, 1);
+  double atol = 1e-5 * (max_abs(act_want, na) + 1e-3);
+  /* The same set's unfused kernels, for the exact comparison. */
+  ks->conv3x3_forward(act_want, inp, w, bp, N, H, W, C, K, relu, threads);
+  maxpool2_forward(same, act_want, N, H, W, K, 1);
+  for (int with_act = 0; with_act < 2; with_act++) {
+    memset(got, 0xff, (np ? np : 1) * sizeof(float));
+    memset(act, 0xff, na * sizeof(float));
+    ks->conv3x3_pool_forward(got, with_act ? act : NULL, inp, w, bp, N, H, W,
+                             C, K, relu, threads);
+    if (test_allclose(what, got, want, np, 1e-4, atol)) goto done;
+    for (size_t i = 0; i < np; i++)
+      if (!(got[i] == same[i])) {
+        fprintf(stderr, "%s: pooled output %zu is %.9g, unfused %.9g\n", what,
+                i, (double)got[i], (double)same[i]);
+        goto done;
+      }
+    if (with_act && memcmp(act, act_want, na * sizeof(float)) != 0) {
+      fprintf(stderr, "%s: act differs from conv3x3_forward\n", what);
+      goto done;
+    }
+  }
+  rc = 0;
+done:
+  free(inp); free(w); free(b); free(act_want); free(act); free(want);
+  free(same); free(got);
+  return rc;
+}
+
+static int check_pool_forward_all(const ctp_kernels *ks) {
+  static const size_pair psizes[] = {
+    {2, 2}, {4, 6}, {6, 34}, {18, 16}, {3, 5}, {34, 33}, {1, 4},
+  };
+  int i = 0;
+  for (size_t p = 0; p < NELEM(fwd_pairs); p++)
+    for (size_t s = 0; s < NELEM(psizes); s++, i++)
+      if (check_pool_forward(ks, i % 3 ? 1 : 2, psizes[s].H, psizes[s].W,
+                             fwd_pairs[p].C, fwd_pairs[p].K, (i / 2) % 2,
+                             i % 2, 1 + i % 2))
+        return 1;
+  return check_pool_forward(ks, 1, 4, 512, 16, 16, 1, 1, 2);
+}
+
+/* Checks conv3x3_block_forward on one shape, for each choice of act_a and
+ * act_b (NULL or not): against the reference composition within
+ * tolerance, and against the set's own conv, conv, maxpool2_forward
+ * exactly. */
+static int check_block_forward(const ctp_kernels *ks, int N, int H, int W,
+                               int C, int K1, int K2, int threads) {
+  size_t ni = (size_t)N * H * W * C, na = (size_t)N * H * W * K1;
+  size_t nb = (size_t)N * H * W * K2, np = (size_t)N * (H / 2) * (W / 2) * K2;
+  const ctp_kernels *ref = ctp_kernels_ref();
+  float *inp = rnd_buf(ni), *wa = rnd_buf((size_t)9 * C * K1);
+  float *wb = rnd_buf((size_t)9 * K1 * K2), *ba = rnd_buf(K1), *bb = rnd_buf(K2);
+  float *a_want = malloc(na * sizeof(float)), *b_want = malloc(nb * sizeof(float));
+  float *a_same = malloc(na * sizeof(float)), *b_same = malloc(nb * sizeof(float));
+  float *act_a = malloc(na * sizeof(float)), *act_b = malloc(nb * sizeof(float));
+  float *want = malloc((np ? np : 1) * sizeof(float));
+  float *same = malloc((np ? np : 1) * sizeof(float));
+  float *got = malloc((np ? np : 1) * sizeof(float));
+  int rc = 1;
+  if (!inp || !wa || !wb || !ba || !bb || !a_want || !b_want || !a_same ||
+      !b_same || !act_a || !act_b || !want || !same || !got)
+    goto done;
+  for (int i = 0; i < K1; i++) ba[i] += 0.5f; /* keep some of a positive */
+  ref->conv3x3_forward(a_want, inp, wa, ba, N, H, W, C, K1, 1, 1);
+  ref->conv3x3_forward(b_want, a_want, wb, bb, N, H, W, K1, K2, 1, 1);
+  maxpool2_forward(want, b_want, N, H, W, K2, 1);
+  ks->conv3x3_forward(a_same, inp, wa, ba, N, H, W, C, K1, 1, threads);
+  ks->conv3x3_forward(b_same, a_same, wb, bb, N, H, W, K1, K2, 1, threads);
+  maxpool2_forward(same, b_same, N, H, W, K2, 1);
+  double atol_a = 1e-5 * (max_abs(a_want, na) + 1e-3);
+  double atol_b = 1e-5 * (max_abs(b_want, nb) + 1e-3);
+  char what[200];
+  for (int keep = 0; keep < 4; keep++) {
+    float *pa = keep & 1 ? act_a : NULL, *pb = keep & 2 ? act_b : NULL;
+    snprintf(what, sizeof what,
+             "%s block forward N=%d H=%d W=%d C=%d K1=%d K2=%d threads=%d "
+             "act_a=%s act_b=%s", ks->name, N, H, W, C, K1, K2, threads,
+             pa ? "yes" : "NULL", pb ? "yes" : "NULL");
+    memset(got, 0xff, (np ? np : 1) * sizeof(float));
+    memset(act_a, 0xff, na * sizeof(float));
+    memset(act_b, 0xff, nb * sizeof(float));
+    ASSERT_EQ_INT(ks->conv3x3_block_forward(got, pa, pb, inp, wa, ba, wb, bb, N,
+                                            H, W, C, K1, K2, threads), 0);
+    if (test_allclose(what, got, want, np, 1e-4, atol_b)) goto done;
+    if (pa && test_allclose(what, act_a, a_want, na, 1e-4, atol_a)) goto done;
+    if (pb && test_allclose(what, act_b, b_want, nb, 1e-4, atol_b)) goto done;
+    for (size_t i = 0; i < np; i++)
+      if (!(got[i] == same[i])) {
+        fprintf(stderr, "%s: pooled output %zu is %.9g, unfused %.9g\n", what,
+                i, (double)got[i], (double)same[i]);
+        goto done;
+      }
+    if ((pa && memcmp(act_a, a_same, na * sizeof(float)) != 0) ||
+        (pb && memcmp(act_b, b_same, nb * sizeof(float)) != 0)) {
+      fprintf(stderr, "%s: act_a or act_b differs from conv3x3_forward\n", what);
+      goto done;
+    }
+  }
+  rc = 0;
+done:
+  free(inp); free(wa); free(wb); free(ba); free(bb); free(a_want);
+  free(b_want); free(a_same); free(b_same); free(act_a); free(act_b);
+  free(want); free(same); free(got);
+  return rc;
+}
+
+static int check_block_forward_all(const ctp_kernels *ks) {
+  /* The network's five blocks (and the 3-channel input), odd channels. */
+  static const struct { int C, K1, K2; } blocks[] = {
+    {1, 16, 16}, {3, 16, 16}, {16, 16, 16}, {16, 32, 32}, {32, 32, 32},
+    {32, 64, 64}, {5, 24, 8}, {16, 3, 16},
+  };
+  static const size_pair bsizes[] = {
+    {2, 2}, {4, 6}, {5, 7}, {6, 34}, {3, 16}, {1, 4}, {17, 9},
+  };
+  int i = 0;
+  for (size_t p = 0; p < NELEM(blocks); p++)
+    for (size_t s = 0; s < NELEM(bsizes); s++, i++)
+      if (check_block_forward(ks, 1 + i % 2, bsizes[s].H, bsizes[s].W,
+                              blocks[p].C, blocks[p].K1, blocks[p].K2,
+                              1 + i % 3))
+        return 1;
+  return check_block_forward(ks, 1, 8, 512, 1, 16, 16, 2);
+}
+
 /* Every forward pair on every size; batch, ReLU and bias vary with the
  * case number so that each pair meets each setting. */
 static int check_forward_all(const ctp_kernels *ks) {
@@ -216,6 +366,16 @@ TEST_IMPL(kernels_conv_input_gradient) {
   return 0;
 }
 
+TEST_IMPL(kernels_conv_block_forward_ref) {
+  ASSERT(check_block_forward_all(ctp_kernels_ref()) == 0);
+  return 0;
+}
+
+TEST_IMPL(kernels_conv_pool_forward_ref) {
+  ASSERT(check_pool_forward_all(ctp_kernels_ref()) == 0);
+  return 0;
+}
+
 #define SET_TESTS(set)                                                    \
   TEST_IMPL(kernels_conv_forward_##set) {                                 \
     const ctp_kernels *ks = ctp_kernels_by_name(#set);                    \
@@ -227,6 +387,18 @@ TEST_IMPL(kernels_conv_input_gradient) {
     const ctp_kernels *ks = ctp_kernels_by_name(#set);                    \
     if (!ks) TEST_SKIP("this CPU cannot run the " #set " kernels");       \
     ASSERT(check_backward_weight_all(ks) == 0);                           \
+    return 0;                                                             \
+  }                                                                       \
+  TEST_IMPL(kernels_conv_pool_forward_##set) {                            \
+    const ctp_kernels *ks = ctp_kernels_by_name(#set);                    \
+    if (!ks) TEST_SKIP("this CPU cannot run the " #set " kernels");       \
+    ASSERT(check_pool_forward_all(ks) == 0);                              \
+    return 0;                                                             \
+  }                                                                       \
+  TEST_IMPL(kernels_conv_block_forward_##set) {                           \
+    const ctp_kernels *ks = ctp_kernels_by_name(#set);                    \
+    if (!ks) TEST_SKIP("this CPU cannot run the " #set " kernels");       \
+    ASSERT(check_block_forward_all(ks) == 0);                             \
     return 0;                                                             \
   }
 

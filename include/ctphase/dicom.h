@@ -55,6 +55,10 @@ extern "C" {
 /* Two slice positions closer than this along the normal are the same
  * position (a repeat, hence another acquisition). */
 #define CTP_DICOM_SAME_POSITION_MM 0.05
+/* Parts of a series that lie end to end are joined into one acquisition
+ * (step-and-shoot scans that number each rotation) only if their
+ * AcquisitionTimes, when known, are at most this many seconds apart. */
+#define CTP_DICOM_MAX_JOIN_GAP_S 10.0
 
 /* Outcome of one file. */
 typedef enum {
@@ -139,7 +143,8 @@ typedef struct ctp_slice {
   int has_position;
   double position[3];             /* ImagePositionPatient */
   int has_orientation;
-  double orientation[6];          /* ImageOrientationPatient: row dir, column dir */
+  double orientation[6];          /* ImageOrientationPatient (each vector
+                                     normalised): row dir, column dir */
   double normal[3];               /* row dir × column dir, unit length */
   double location;                /* position · normal of its acquisition (used
                                      slices), else position · own normal */

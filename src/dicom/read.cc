@@ -443,8 +443,15 @@ struct SliceRec {
       study_time, acquisition_time, accession, patient_id, patient_name,
       patient_birth_date, patient_sex, photometric;
 
+  /* AcquisitionTime in seconds after midnight, when it could be read. */
+  bool has_time = false;
+  double time_s = 0;
+
   SliceRec() {
     memset(&s, 0, sizeof s);
+    s.status = CTP_SLICE_ERROR; /* until read_one() decides */
+    s.skip = CTP_SKIP_ERROR;
+    s.err = CTP_EFORMAT;
     s.series_number = s.acquisition_number = s.instance_number = -1;
     s.number_of_frames = 1;
     s.rescale_slope = 1.0;
@@ -643,6 +650,29 @@ bool judge_image_type(SliceRec *r) {
   return true;
 }
 
+/* A TM value ("HHMMSS.FFFFFF", or the old "HH:MM:SS") in seconds. */
+bool parse_tm(const std::string &tm, double *out) {
+  std::string d;
+  size_t i = 0;
+  for (; i < tm.size() && tm[i] != '.'; i++)
+    if (tm[i] >= '0' && tm[i] <= '9')
+      d += tm[i];
+    else if (tm[i] != ':')
+      return false;
+  if (d.size() < 2 || d.size() > 6 || d.size() % 2) return false;
+  int hh = std::stoi(d.substr(0, 2));
+  int mm = d.size() >= 4 ? std::stoi(d.substr(2, 2)) : 0;
+  int ss = d.size() >= 6 ? std::stoi(d.substr(4, 2)) : 0;
+  double frac = 0, scale = 0.1;
+  for (i++; i < tm.size(); i++, scale /= 10) {
+    if (tm[i] < '0' || tm[i] > '9') return false;
+    frac += (tm[i] - '0') * scale;
+  }
+  if (hh > 23 || mm > 59 || ss > 60) return false;
+  *out = hh * 3600.0 + mm * 60.0 + ss + frac;
+  return true;
+}
+
 const char *plane_name(const double *n) {
   double ax = std::fabs(n[0]), ay = std::fabs(n[1]), az = std::fabs(n[2]);
   if (ax > 0.9) return "sagittal";
@@ -681,6 +711,7 @@ void read_one(SliceRec *r) {
   r->study_date = get_str(ds, DCM_StudyDate);
   r->study_time = get_str(ds, DCM_StudyTime);
   r->acquisition_time = get_str(ds, DCM_AcquisitionTime);
+  r->has_time = parse_tm(r->acquisition_time, &r->time_s);
   r->accession = get_str(ds, DCM_AccessionNumber);
   r->patient_id = get_str(ds, DCM_PatientID);
   r->patient_name = get_str(ds, DCM_PatientName);
@@ -794,6 +825,8 @@ void read_one(SliceRec *r) {
     return;
   }
   s.status = CTP_SLICE_USED; /* for now: grouping may still skip it */
+  s.skip = CTP_SKIP_NONE;
+  s.err = 0;
 }
 
 /* The second file with a SOP Instance UID already read is skipped. */
@@ -831,6 +864,17 @@ struct Part {
     for (size_t i = 1; i < slices.size(); i++)
       d.push_back(slices[i]->s.location - slices[i - 1]->s.location);
     return median(d);
+  }
+  /* Range of AcquisitionTime; false if no slice has one. */
+  bool times(double *t0, double *t1) const {
+    bool any = false;
+    for (const SliceRec *r : slices) {
+      if (!r->has_time) continue;
+      if (!any || r->time_s < *t0) *t0 = r->time_s;
+      if (!any || r->time_s > *t1) *t1 = r->time_s;
+      any = true;
+    }
+    return any;
   }
 };
 
@@ -947,12 +991,18 @@ bool has_repeats(const std::vector<SliceRec *> &sorted) {
 }
 
 /* Can part b (starting above a) continue a as one sweep? Same size and
- * normal, no overlap, and the gap between them no wider than 1.5 usual
- * steps (steps of the two parts agreeing within 10%). */
+ * normal, no overlap, the gap between them no wider than 1.5 usual steps
+ * (steps of the two parts agreeing within 10%), and, when both carry
+ * AcquisitionTime, acquired within CTP_DICOM_MAX_JOIN_GAP_S of each other:
+ * two contrast phases are further apart than that. */
 bool joins(const Part &a, const Part &b) {
   const double cos_tol = std::cos(CTP_DICOM_MAX_NORMAL_DIFF_DEG * kPi / 180);
   if (a.rows != b.rows || a.columns != b.columns) return false;
   if (dot3(a.normal, b.normal) < cos_tol) return false;
+  double a0 = 0, a1 = 0, b0 = 0, b1 = 0;
+  if (a.times(&a0, &a1) && b.times(&b0, &b1) &&
+      std::max(b0 - a1, a0 - b1) > CTP_DICOM_MAX_JOIN_GAP_S)
+    return false;
   double gap = b.lo() - a.hi();
   if (gap < CTP_DICOM_SAME_POSITION_MM) return false;
   double sa = a.step(), sb = b.step();

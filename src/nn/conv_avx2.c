@@ -33,7 +33,7 @@
  */
 #include "kernels.h"
 
-#include "conv_rows.h"
+#include "conv_driver.h"
 
 #include <immintrin.h>
 #include <omp.h>
@@ -101,22 +101,36 @@ INLINE AVX2 void fwd_block(float *o, size_t ostride, const float *r0,
     }
 }
 
-/* One output row (W pixels, all K channels) from three padded input rows. */
+/* Prefetches part `i` of `n` of the pf_bytes at pf into L2 (see
+ * conv_avx512.c). */
+INLINE void prefetch_part(const char *pf, size_t pf_bytes, size_t i, size_t n) {
+  if (!pf) return;
+  size_t lo = (pf_bytes * i / n) & ~(size_t)63, hi = pf_bytes * (i + 1) / n;
+  for (size_t o = lo; o < hi; o += 64) _mm_prefetch(pf + o, _MM_HINT_T1);
+}
+
+/* One output row (W pixels, all K channels) from three padded input rows;
+ * prefetches pf_bytes at pf (or nothing when pf is NULL) on the way. */
 INLINE AVX2 void fwd_row(float *orow, const float *r0, const float *r1,
                          const float *r2, const float *w, const float *b,
-                         int W, int C, int K, int relu, const int KV,
-                         const int P, const int CC) {
+                         int W, int C, int K, int relu, const char *pf,
+                         size_t pf_bytes, const int KV, const int P,
+                         const int CC) {
   const int Cn = CC ? CC : C;
+  const size_t nblk = (size_t)((W + P - 1) / P) * (size_t)(K / (8 * KV));
+  size_t blk = 0;
   for (int k0 = 0; k0 < K; k0 += 8 * KV) {
     const float *bk = b ? b + k0 : NULL;
     int x0 = 0;
     for (; x0 + P <= W; x0 += P) {
       size_t i = (size_t)x0 * Cn;
+      prefetch_part(pf, pf_bytes, blk++, nblk);
       fwd_block(orow + (size_t)x0 * K + k0, (size_t)K, r0 + i, r1 + i, r2 + i,
                 w + k0, bk, C, K, relu, KV, P, CC);
     }
     if (x0 < W) {
       float tmp[FWD_PMAX * 8] __attribute__((aligned(32)));
+      prefetch_part(pf, pf_bytes, blk++, nblk);
       size_t i = (size_t)x0 * Cn;
       fwd_block(tmp, (size_t)KV * 8, r0 + i, r1 + i, r2 + i, w + k0, bk, C, K,
                 relu, KV, P, CC);
@@ -127,15 +141,13 @@ INLINE AVX2 void fwd_row(float *orow, const float *r0, const float *r1,
   }
 }
 
-typedef void (*fwd_row_fn)(float *orow, const float *r0, const float *r1,
-                           const float *r2, const float *w, const float *b,
-                           int W, int C, int K, int relu);
-
 #define FWD_ROW_INSTANCE(KV, CC)                                              \
   AVX2 static void fwd_row_##KV##_##CC(                                       \
       float *orow, const float *r0, const float *r1, const float *r2,         \
-      const float *w, const float *b, int W, int C, int K, int relu) {        \
-    fwd_row(orow, r0, r1, r2, w, b, W, C, K, relu, KV, FWD_P(KV), CC);        \
+      const float *w, const float *b, int W, int C, int K, int relu,          \
+      const char *pf, size_t pf_bytes) {                                      \
+    fwd_row(orow, r0, r1, r2, w, b, W, C, K, relu, pf, pf_bytes, KV,          \
+            FWD_P(KV), CC);                                                   \
   }
 #define FWD_ROW_INSTANCES(KV)                                                 \
   FWD_ROW_INSTANCE(KV, 0)                                                     \
@@ -150,9 +162,9 @@ FWD_ROW_INSTANCES(2)
 #define FWD_ROW_TABLE(KV)                                                     \
   {fwd_row_##KV##_0, fwd_row_##KV##_1, fwd_row_##KV##_3, fwd_row_##KV##_16,   \
    fwd_row_##KV##_32, fwd_row_##KV##_64}
-static const fwd_row_fn fwd_rows[2][6] = {FWD_ROW_TABLE(1), FWD_ROW_TABLE(2)};
+static const conv_row_fn fwd_rows[2][6] = {FWD_ROW_TABLE(1), FWD_ROW_TABLE(2)};
 
-static fwd_row_fn fwd_row_pick(int K, int C) {
+static conv_row_fn fwd_row_pick(int C, int K) {
   int i = K % 16 == 0 ? 1 : 0;
   int j = C == 1 ? 1 : C == 3 ? 2 : C == 16 ? 3 : C == 32 ? 4 : C == 64 ? 5 : 0;
   return fwd_rows[i][j];
@@ -189,7 +201,7 @@ INLINE AVX2 __m256 hsum8x8(const __m256 v[8]) {
 AVX2 static void fwd_row_small_k(float *orow, const float *r0, const float *r1,
                                  const float *r2, const float *wt,
                                  const float *b, int W, int C, int K,
-                                 int relu) {
+                                 int relu, const char *pf, size_t pf_bytes) {
   const int CV = (C + 7) / 8, Cp = CV * 8, rem = C - (CV - 1) * 8;
   int32_t m[8];
 #pragma GCC unroll 16
@@ -199,6 +211,7 @@ AVX2 static void fwd_row_small_k(float *orow, const float *r0, const float *r1,
   const float *rows[3] = {r0, r1, r2};
   for (int x0 = 0; x0 < W; x0 += 8) {
     const int np = W - x0 < 8 ? W - x0 : 8;
+    prefetch_part(pf, pf_bytes, (size_t)x0 / 8, (size_t)(W + 7) / 8);
     for (int k = 0; k < K; k++) {
       __m256 acc[8];
 #pragma GCC unroll 16
@@ -226,48 +239,63 @@ AVX2 static void fwd_row_small_k(float *orow, const float *r0, const float *r1,
   }
 }
 
+/* o (W/2, K) = max over 2x2 of the rows a and b (W, K). */
+AVX2 static void pool_row(float *o, const float *a, const float *b, int W,
+                          int K) {
+  for (int x = 0; x < W / 2; x++) {
+    const float *a0 = a + (size_t)2 * x * K, *b0 = b + (size_t)2 * x * K;
+    float *ox = o + (size_t)x * K;
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+      __m256 m = _mm256_max_ps(_mm256_loadu_ps(a0 + k), _mm256_loadu_ps(a0 + K + k));
+      m = _mm256_max_ps(m, _mm256_loadu_ps(b0 + k));
+      m = _mm256_max_ps(m, _mm256_loadu_ps(b0 + K + k));
+      _mm256_storeu_ps(ox + k, m);
+    }
+    for (; k < K; k++) {
+      float m = a0[k];
+      if (a0[K + k] > m) m = a0[K + k];
+      if (b0[k] > m) m = b0[k];
+      if (b0[K + k] > m) m = b0[K + k];
+      ox[k] = m;
+    }
+  }
+}
+
+static const conv_isa isa = {8, FWD_PMAX, fwd_row_pick, fwd_row_small_k,
+                             pool_row};
+
 void conv3x3_forward_avx2(float *out, const float *inp, const float *w,
                           const float *b, int N, int H, int W, int C, int K,
                           int relu, int threads) {
   if (N <= 0 || H <= 0 || W <= 0 || K <= 0) return;
   if (threads < 1) threads = 1;
-  const int small_k = K % 8 != 0;
-  const int Cp = (C + 7) / 8 * 8;
-  const size_t ring = conv_rows_floats(W, C, FWD_PMAX);
-  const size_t wtn = small_k ? ((size_t)K * 9 * Cp + 15) & ~(size_t)15 : 0;
-  float *mem = aligned_alloc(64, ((size_t)threads * ring + wtn) * sizeof(float));
-  if (!mem) {
+  if (conv_driver_forward(&isa, out, inp, w, b, N, H, W, C, K, relu, threads))
     conv3x3_forward_ref(out, inp, w, b, N, H, W, C, K, relu, threads);
-    return;
-  }
-  float *wt = mem + (size_t)threads * ring;
-  if (small_k) {
-    memset(wt, 0, wtn * sizeof(float));
-    for (int t = 0; t < 9; t++)
-      for (int c = 0; c < C; c++)
-        for (int k = 0; k < K; k++)
-          wt[((size_t)k * 9 + t) * Cp + c] = w[((size_t)t * C + c) * K + k];
-  }
-  const fwd_row_fn row = small_k ? NULL : fwd_row_pick(K, C);
-  const long rows = (long)N * H;
-  #pragma omp parallel num_threads(threads)
-  {
-    int t = omp_get_thread_num(), T = omp_get_num_threads();
-    conv_rows ring_t;
-    conv_rows_init(&ring_t, mem + (size_t)t * ring, W, C, FWD_PMAX);
-    for (long r = rows * t / T; r < rows * (t + 1) / T; r++) {
-      int n = (int)(r / H), y = (int)(r % H);
-      const float *p0 = conv_rows_get(&ring_t, inp, n, y - 1, H, W, C);
-      const float *p1 = conv_rows_get(&ring_t, inp, n, y, H, W, C);
-      const float *p2 = conv_rows_get(&ring_t, inp, n, y + 1, H, W, C);
-      float *o = out + (size_t)r * W * K;
-      if (small_k)
-        fwd_row_small_k(o, p0, p1, p2, wt, b, W, C, K, relu);
-      else
-        row(o, p0, p1, p2, w, b, W, C, K, relu);
-    }
-  }
-  free(mem);
+}
+
+void conv3x3_pool_forward_avx2(float *out, float *act, const float *inp,
+                               const float *w, const float *b, int N, int H,
+                               int W, int C, int K, int relu, int threads) {
+  if (N <= 0 || H <= 0 || W <= 0 || K <= 0) return;
+  if (threads < 1) threads = 1;
+  if (conv_driver_pool_forward(&isa, out, act, inp, w, b, N, H, W, C, K, relu,
+                               threads))
+    conv3x3_pool_forward_ref(out, act, inp, w, b, N, H, W, C, K, relu, threads);
+}
+
+int conv3x3_block_forward_avx2(float *out, float *act_a, float *act_b,
+                               const float *inp, const float *wa,
+                               const float *ba, const float *wb,
+                               const float *bb, int N, int H, int W, int C,
+                               int K1, int K2, int threads) {
+  if (N <= 0 || H <= 0 || W <= 0 || K1 <= 0 || K2 <= 0) return 0;
+  if (threads < 1) threads = 1;
+  if (conv_driver_block_forward(&isa, out, act_a, act_b, inp, wa, ba, wb, bb,
+                                N, H, W, C, K1, K2, threads) == 0)
+    return 0;
+  return conv3x3_block_forward_ref(out, act_a, act_b, inp, wa, ba, wb, bb, N,
+                                   H, W, C, K1, K2, threads);
 }
 
 /* ---------------------------------------------------------------------- */

@@ -51,7 +51,7 @@
  */
 #include "kernels.h"
 
-#include "conv_rows.h"
+#include "conv_driver.h"
 
 #include <immintrin.h>
 #include <omp.h>
@@ -168,11 +168,6 @@ INLINE AVX512 void fwd_row(float *orow, const float *r0, const float *r1,
   }
 }
 
-typedef void (*fwd_row_fn)(float *orow, const float *r0, const float *r1,
-                           const float *r2, const float *w, const float *b,
-                           int W, int C, int K, int relu, const char *pf,
-                           size_t pf_bytes);
-
 /* One non-inline row function per (KV, C), named fwd_row_<KV>_<C>. */
 #define FWD_ROW_INSTANCE(KV, CC)                                              \
   AVX512 static void fwd_row_##KV##_##CC(                                     \
@@ -196,13 +191,13 @@ FWD_ROW_INSTANCES(4)
 #define FWD_ROW_TABLE(KV)                                                     \
   {fwd_row_##KV##_0, fwd_row_##KV##_1, fwd_row_##KV##_3, fwd_row_##KV##_16,   \
    fwd_row_##KV##_32, fwd_row_##KV##_64}
-static const fwd_row_fn fwd_rows[3][6] = {
+static const conv_row_fn fwd_rows[3][6] = {
     FWD_ROW_TABLE(1), FWD_ROW_TABLE(2), FWD_ROW_TABLE(4)};
 
 /* The widest chunk of output channels that divides K. */
 static int fwd_kv(int K) { return K % 64 == 0 ? 4 : K % 32 == 0 ? 2 : 1; }
 
-static fwd_row_fn fwd_row_pick(int KV, int C) {
+static conv_row_fn fwd_row_pick(int KV, int C) {
   int i = KV == 1 ? 0 : KV == 2 ? 1 : 2;
   int j = C == 1 ? 1 : C == 3 ? 2 : C == 16 ? 3 : C == 32 ? 4 : C == 64 ? 5 : 0;
   return fwd_rows[i][j];
@@ -286,53 +281,66 @@ AVX512 static void fwd_row_small_k(float *orow, const float *r0,
   }
 }
 
+/* o (W/2, K) = max over 2x2 of the rows a and b (W, K). */
+AVX512 static void pool_row(float *o, const float *a, const float *b, int W,
+                            int K) {
+  for (int x = 0; x < W / 2; x++) {
+    const float *a0 = a + (size_t)2 * x * K, *b0 = b + (size_t)2 * x * K;
+    float *ox = o + (size_t)x * K;
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {
+      __m512 m = _mm512_max_ps(_mm512_loadu_ps(a0 + k), _mm512_loadu_ps(a0 + K + k));
+      m = _mm512_max_ps(m, _mm512_loadu_ps(b0 + k));
+      m = _mm512_max_ps(m, _mm512_loadu_ps(b0 + K + k));
+      _mm512_storeu_ps(ox + k, m);
+    }
+    for (; k < K; k++) {
+      float m = a0[k];
+      if (a0[K + k] > m) m = a0[K + k];
+      if (b0[k] > m) m = b0[k];
+      if (b0[K + k] > m) m = b0[K + k];
+      ox[k] = m;
+    }
+  }
+}
+
+static conv_row_fn pick(int C, int K) { return fwd_row_pick(fwd_kv(K), C); }
+
+static const conv_isa isa = {16, FWD_PMAX, pick, fwd_row_small_k, pool_row};
+
+/* The drivers (conv_driver.h) fail only when out of memory; the reference
+ * loops need none, so they are the fallback. */
 void conv3x3_forward_avx512(float *out, const float *inp, const float *w,
                             const float *b, int N, int H, int W, int C, int K,
                             int relu, int threads) {
   if (N <= 0 || H <= 0 || W <= 0 || K <= 0) return;
   if (threads < 1) threads = 1;
-  const int small_k = K % 16 != 0;
-  const int Cp = (C + 15) / 16 * 16;
-  const size_t ring = conv_rows_floats(W, C, FWD_PMAX);
-  const size_t wtn = small_k ? (size_t)K * 9 * Cp : 0;
-  float *mem = aligned_alloc(64, ((size_t)threads * ring + wtn) * sizeof(float));
-  if (!mem) { /* no scratch memory: still give the right answer */
+  if (conv_driver_forward(&isa, out, inp, w, b, N, H, W, C, K, relu, threads))
     conv3x3_forward_ref(out, inp, w, b, N, H, W, C, K, relu, threads);
-    return;
-  }
-  float *wt = mem + (size_t)threads * ring;
-  if (small_k) {
-    memset(wt, 0, wtn * sizeof(float));
-    for (int t = 0; t < 9; t++)
-      for (int c = 0; c < C; c++)
-        for (int k = 0; k < K; k++)
-          wt[((size_t)k * 9 + t) * Cp + c] = w[((size_t)t * C + c) * K + k];
-  }
-  const fwd_row_fn row = small_k ? NULL : fwd_row_pick(fwd_kv(K), C);
-  const long rows = (long)N * H;
-  #pragma omp parallel num_threads(threads)
-  {
-    int t = omp_get_thread_num(), T = omp_get_num_threads();
-    conv_rows ring_t;
-    conv_rows_init(&ring_t, mem + (size_t)t * ring, W, C, FWD_PMAX);
-    for (long r = rows * t / T; r < rows * (t + 1) / T; r++) {
-      int n = (int)(r / H), y = (int)(r % H);
-      const float *p0 = conv_rows_get(&ring_t, inp, n, y - 1, H, W, C);
-      const float *p1 = conv_rows_get(&ring_t, inp, n, y, H, W, C);
-      const float *p2 = conv_rows_get(&ring_t, inp, n, y + 1, H, W, C);
-      float *o = out + (size_t)r * W * K;
-      /* The row the next output row will copy in: y + 2 of this image. */
-      const char *pf = r + 1 < rows * (t + 1) / T && y + 2 < H
-                           ? (const char *)(inp + (size_t)(r + 2) * W * C)
-                           : NULL;
-      size_t pf_bytes = (size_t)W * C * sizeof(float);
-      if (small_k)
-        fwd_row_small_k(o, p0, p1, p2, wt, b, W, C, K, relu, pf, pf_bytes);
-      else
-        row(o, p0, p1, p2, w, b, W, C, K, relu, pf, pf_bytes);
-    }
-  }
-  free(mem);
+}
+
+void conv3x3_pool_forward_avx512(float *out, float *act, const float *inp,
+                                 const float *w, const float *b, int N, int H,
+                                 int W, int C, int K, int relu, int threads) {
+  if (N <= 0 || H <= 0 || W <= 0 || K <= 0) return;
+  if (threads < 1) threads = 1;
+  if (conv_driver_pool_forward(&isa, out, act, inp, w, b, N, H, W, C, K, relu,
+                               threads))
+    conv3x3_pool_forward_ref(out, act, inp, w, b, N, H, W, C, K, relu, threads);
+}
+
+int conv3x3_block_forward_avx512(float *out, float *act_a, float *act_b,
+                                 const float *inp, const float *wa,
+                                 const float *ba, const float *wb,
+                                 const float *bb, int N, int H, int W, int C,
+                                 int K1, int K2, int threads) {
+  if (N <= 0 || H <= 0 || W <= 0 || K1 <= 0 || K2 <= 0) return 0;
+  if (threads < 1) threads = 1;
+  if (conv_driver_block_forward(&isa, out, act_a, act_b, inp, wa, ba, wb, bb,
+                                N, H, W, C, K1, K2, threads) == 0)
+    return 0;
+  return conv3x3_block_forward_ref(out, act_a, act_b, inp, wa, ba, wb, bb, N,
+                                   H, W, C, K1, K2, threads);
 }
 
 /* ---------------------------------------------------------------------- */

@@ -12,6 +12,7 @@
 
 static const ctp_kernels ref_set = {
   "ref", conv3x3_forward_ref, conv3x3_backward_weight_ref,
+  conv3x3_pool_forward_ref, conv3x3_block_forward_ref,
 };
 
 typedef struct {
@@ -21,10 +22,12 @@ typedef struct {
 
 static const ctp_kernels avx512_set = {
   "avx512", conv3x3_forward_avx512, conv3x3_backward_weight_avx512,
+  conv3x3_pool_forward_avx512, conv3x3_block_forward_avx512,
 };
 
 static const ctp_kernels avx2_set = {
   "avx2", conv3x3_forward_avx2, conv3x3_backward_weight_avx2,
+  conv3x3_pool_forward_avx2, conv3x3_block_forward_avx2,
 };
 
 static int always(void) { return 1; }

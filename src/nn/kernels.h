@@ -44,10 +44,48 @@ typedef void (*conv3x3_backward_weight_fn)(float *dw,        /* (3,3,C,K) */
                                            int N, int H, int W, int C, int K,
                                            int threads);
 
+/* out = maxpool2(act(conv3x3(inp, w) + b)), and, when act is not NULL, the
+ * convolution output itself: the same values, bit for bit, as
+ * conv3x3_forward followed by maxpool2_forward, without the round trip of
+ * the full-size output through memory (the fast sets pool two rows while
+ * they are in cache). Odd H or W: the last row or column is left out of the
+ * pool, as in maxpool2_forward. */
+typedef void (*conv3x3_pool_forward_fn)(float *out,       /* (N,H/2,W/2,K) */
+                                        float *act,       /* (N,H,W,K) or NULL */
+                                        const float *inp, /* (N,H,W,C) */
+                                        const float *w,   /* (3,3,C,K) */
+                                        const float *b,   /* (K) or NULL */
+                                        int N, int H, int W, int C, int K,
+                                        int relu, int threads);
+
+/* One block of the network (1a,1b,pool ... 5a,5b,pool), fused:
+ *   act_a = relu(conv3x3(inp, wa) + ba)      C -> K1
+ *   act_b = relu(conv3x3(act_a, wb) + bb)    K1 -> K2
+ *   out   = maxpool2(act_b)
+ * act_a and act_b are written only when not NULL; with both NULL the
+ * full-size activations never leave the cache (the fast sets compute the
+ * rows of act_a into the row buffer the second convolution reads). The
+ * values are bit for bit those of conv3x3_forward, conv3x3_forward and
+ * maxpool2_forward of the same set. Returns 0, or CTP_ENOMEM when scratch
+ * memory could not be had (the reference needs a full-size act_a when the
+ * caller passes none). */
+typedef int (*conv3x3_block_forward_fn)(float *out,       /* (N,H/2,W/2,K2) */
+                                        float *act_a,     /* (N,H,W,K1) or NULL */
+                                        float *act_b,     /* (N,H,W,K2) or NULL */
+                                        const float *inp, /* (N,H,W,C) */
+                                        const float *wa,  /* (3,3,C,K1) */
+                                        const float *ba,  /* (K1) or NULL */
+                                        const float *wb,  /* (3,3,K1,K2) */
+                                        const float *bb,  /* (K2) or NULL */
+                                        int N, int H, int W, int C, int K1,
+                                        int K2, int threads);
+
 typedef struct {
   const char *name; /* "ref", "avx2", "avx512" */
   conv3x3_forward_fn conv3x3_forward;
   conv3x3_backward_weight_fn conv3x3_backward_weight;
+  conv3x3_pool_forward_fn conv3x3_pool_forward;
+  conv3x3_block_forward_fn conv3x3_block_forward;
 } ctp_kernels;
 
 /* The reference kernels: plain loops, obviously correct, slow. */
@@ -57,6 +95,14 @@ void conv3x3_forward_ref(float *out, const float *inp, const float *w,
 void conv3x3_backward_weight_ref(float *dw, float *db, const float *dout,
                                  const float *inp, int N, int H, int W, int C,
                                  int K, int threads);
+void conv3x3_pool_forward_ref(float *out, float *act, const float *inp,
+                              const float *w, const float *b, int N, int H,
+                              int W, int C, int K, int relu, int threads);
+int conv3x3_block_forward_ref(float *out, float *act_a, float *act_b,
+                              const float *inp, const float *wa,
+                              const float *ba, const float *wb,
+                              const float *bb, int N, int H, int W, int C,
+                              int K1, int K2, int threads);
 
 /* The fast sets (conv_avx2.c, conv_avx512.c): same contract as the
  * reference kernels; call them only when the CPU has the features (see
@@ -67,12 +113,28 @@ void conv3x3_forward_avx2(float *out, const float *inp, const float *w,
 void conv3x3_backward_weight_avx2(float *dw, float *db, const float *dout,
                                   const float *inp, int N, int H, int W, int C,
                                   int K, int threads);
+void conv3x3_pool_forward_avx2(float *out, float *act, const float *inp,
+                               const float *w, const float *b, int N, int H,
+                               int W, int C, int K, int relu, int threads);
+int conv3x3_block_forward_avx2(float *out, float *act_a, float *act_b,
+                               const float *inp, const float *wa,
+                               const float *ba, const float *wb,
+                               const float *bb, int N, int H, int W, int C,
+                               int K1, int K2, int threads);
 void conv3x3_forward_avx512(float *out, const float *inp, const float *w,
                             const float *b, int N, int H, int W, int C, int K,
                             int relu, int threads);
 void conv3x3_backward_weight_avx512(float *dw, float *db, const float *dout,
                                     const float *inp, int N, int H, int W,
                                     int C, int K, int threads);
+void conv3x3_pool_forward_avx512(float *out, float *act, const float *inp,
+                                 const float *w, const float *b, int N, int H,
+                                 int W, int C, int K, int relu, int threads);
+int conv3x3_block_forward_avx512(float *out, float *act_a, float *act_b,
+                                 const float *inp, const float *wa,
+                                 const float *ba, const float *wb,
+                                 const float *bb, int N, int H, int W, int C,
+                                 int K1, int K2, int threads);
 
 /* Packs PyTorch OIHW weights (K,C,3,3) into (3,3,C,K). */
 void conv3x3_pack_forward(float *dst, const float *oihw, int C, int K);

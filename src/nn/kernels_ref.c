@@ -7,7 +7,10 @@
  */
 #include "kernels.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#include "ctphase/error.h"
 
 void conv3x3_forward_ref(float *out, const float *inp, const float *w,
                          const float *b, int N, int H, int W, int C, int K,
@@ -68,6 +71,67 @@ void conv3x3_backward_weight_ref(float *dw, float *db, const float *dout,
       const float *g = dout + ((size_t)n * H * W + p) * K;
       for (int k = 0; k < K; k++) db[k] += g[k];
     }
+}
+
+/* One output of the convolution: pixel (y, x), channel k of image n. */
+static float conv_at(const float *inp, const float *w, const float *b, int H,
+                     int W, int C, int K, int relu, int n, int y, int x,
+                     int k) {
+  float s = b ? b[k] : 0.0f;
+  for (int ky = 0; ky < 3; ky++) {
+    int iy = y + ky - 1;
+    if (iy < 0 || iy >= H) continue;
+    for (int kx = 0; kx < 3; kx++) {
+      int ix = x + kx - 1;
+      if (ix < 0 || ix >= W) continue;
+      const float *ip = inp + (((size_t)n * H + iy) * W + ix) * C;
+      const float *wp = w + (size_t)(ky * 3 + kx) * C * K + k;
+      for (int c = 0; c < C; c++) s += ip[c] * wp[(size_t)c * K];
+    }
+  }
+  return relu && !(s > 0.0f) ? 0.0f : s;
+}
+
+/* The definition: act from conv3x3_forward_ref, and each pooled output the
+ * first maximum of its four convolution outputs in row-major order. */
+void conv3x3_pool_forward_ref(float *out, float *act, const float *inp,
+                              const float *w, const float *b, int N, int H,
+                              int W, int C, int K, int relu, int threads) {
+  if (act) conv3x3_forward_ref(act, inp, w, b, N, H, W, C, K, relu, threads);
+  int Ho = H / 2, Wo = W / 2;
+  #pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
+  for (int n = 0; n < N; n++)
+    for (int y = 0; y < Ho; y++)
+      for (int x = 0; x < Wo; x++)
+        for (int k = 0; k < K; k++) {
+          float m = conv_at(inp, w, b, H, W, C, K, relu, n, 2 * y, 2 * x, k);
+          for (int i = 1; i < 4; i++) {
+            float v = conv_at(inp, w, b, H, W, C, K, relu, n, 2 * y + i / 2,
+                              2 * x + i % 2, k);
+            if (v > m) m = v;
+          }
+          out[(((size_t)n * Ho + y) * Wo + x) * K + k] = m;
+        }
+}
+
+/* The definition: the two convolutions and the pool one after another,
+ * through act_a or a temporary. */
+int conv3x3_block_forward_ref(float *out, float *act_a, float *act_b,
+                              const float *inp, const float *wa,
+                              const float *ba, const float *wb,
+                              const float *bb, int N, int H, int W, int C,
+                              int K1, int K2, int threads) {
+  float *a = act_a;
+  if (!a) {
+    a = malloc((size_t)N * H * W * K1 * sizeof(float) + 1);
+    if (!a)
+      return ctp_seterr(CTP_ENOMEM, "conv3x3_block_forward: no memory for "
+                        "a %dx%dx%dx%d activation", N, H, W, K1);
+  }
+  conv3x3_forward_ref(a, inp, wa, ba, N, H, W, C, K1, 1, threads);
+  conv3x3_pool_forward_ref(out, act_b, a, wb, bb, N, H, W, K1, K2, 1, threads);
+  if (!act_a) free(a);
+  return 0;
 }
 
 void conv3x3_pack_forward(float *dst, const float *oihw, int C, int K) {

@@ -328,13 +328,14 @@ def main():
             save(ds, "repeat-no-acqnum", "%d-%d.dcm" % (a, i))
 
     # step-and-shoot/: three rotations numbered 1, 2, 3, each 4 slices,
-    # end to end at 2.5 mm: one acquisition of 12.
+    # end to end at 2.5 mm, acquired 2 s apart: one acquisition of 12.
     for a in (1, 2, 3):
         for i in range(4):
             z = 10.0 * (a - 1) + 2.5 * i
-            save(ct(series=ROOT + ".61", z=z, acq=a,
-                    instance=(a - 1) * 4 + i + 1),
-                 "step-and-shoot", "%d-%d.dcm" % (a, i))
+            ds = ct(series=ROOT + ".61", z=z, acq=a,
+                    instance=(a - 1) * 4 + i + 1)
+            ds.AcquisitionTime = "1200%02d.500" % (2 * a)
+            save(ds, "step-and-shoot", "%d-%d.dcm" % (a, i))
 
     # size-mix/: four 16x16 slices and one 32x32: the odd one is skipped.
     for i in range(4):
@@ -362,6 +363,17 @@ def main():
     ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
     ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
     save(ds, "with-localizer", "loc.dcm")
+
+    # contiguous-phases/: two parts end to end as in step-and-shoot/, but
+    # the second acquired 45 s after the first (another contrast phase):
+    # two acquisitions.
+    for a in (1, 2):
+        for i in range(4):
+            z = 10.0 * (a - 1) + 2.5 * i
+            ds = ct(series=ROOT + ".65", z=z, acq=a,
+                    instance=(a - 1) * 4 + i + 1)
+            ds.AcquisitionTime = "1200%02d" % (45 * (a - 1))
+            save(ds, "contiguous-phases", "%d-%d.dcm" % (a, i))
 
 
 if __name__ == "__main__":
