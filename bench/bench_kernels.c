@@ -18,7 +18,9 @@
  * its per-slice times are scaled by 16.
  *
  * Last, it measures OpenBLAS sgemm (2048^3, 1 and 2 threads) as the
- * machine's practical peak. OpenBLAS 0.3.21 does not know this CPU model
+ * machine's practical peak, and the FMA peak itself (independent chains of
+ * AVX-512 FMAs in registers), which on a shared machine moves with the load
+ * of the other tenants: compare GFLOP/s against the peak of the same run. OpenBLAS 0.3.21 does not know this CPU model
  * and would fall back to its Prescott (SSE3) kernels, so unless
  * OPENBLAS_CORETYPE is set the program sets it to SkylakeX and re-executes
  * itself (the choice is made when the library loads).
@@ -26,6 +28,7 @@
 #include "nn/kernels.h"
 
 #include <cblas.h>
+#include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,6 +218,38 @@ static void bench_set(const ctp_kernels *ks, int threads, int reps) {
          1e3 * (blk[FUSED] + t6) * scale);
 }
 
+/* 12 independent chains of 16-wide FMAs: what one core can do at most. */
+__attribute__((target("avx512f,fma"))) static float fma_chains(long iters) {
+  __m512 a[12], m = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(1e-3f);
+  for (int i = 0; i < 12; i++) a[i] = _mm512_set1_ps((float)i);
+  for (long it = 0; it < iters; it++)
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; i++) a[i] = _mm512_fmadd_ps(a[i], m, c);
+  __m512 s = a[0];
+  for (int i = 1; i < 12; i++) s = _mm512_add_ps(s, a[i]);
+  return _mm512_reduce_add_ps(s);
+}
+
+/* The FMA peak of this machine now (other tenants and the clock move it),
+ * best of reps, with 1..2 threads running the chains at once. */
+static void bench_fma_peak(int threads, int reps) {
+  if (!__builtin_cpu_supports("avx512f")) return;
+  const long iters = 4000000;
+  double best = 1e30;
+  volatile float sink = 0;
+  for (int r = 0; r < reps; r++) {
+    double t0 = now();
+    float s = 0;
+    #pragma omp parallel num_threads(threads) reduction(+ : s)
+    s += fma_chains(iters);
+    double t = now() - t0;
+    sink += s;
+    if (t < best) best = t;
+  }
+  printf("AVX-512 FMA peak, %d thread%s: %.1f GFLOP/s\n", threads,
+         threads > 1 ? "s" : "", threads * iters * 12.0 * 32.0 / best * 1e-9);
+}
+
 /* OpenBLAS sgemm, n x n x n, best of reps. */
 static void bench_sgemm(int n, int threads, int reps) {
   float *a = rnd_buf((size_t)n * n), *b = rnd_buf((size_t)n * n);
@@ -234,8 +269,12 @@ static void bench_sgemm(int n, int threads, int reps) {
 }
 
 int main(int argc, char **argv) {
-  if (!getenv("OPENBLAS_CORETYPE")) {
-    setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+  __builtin_cpu_init();
+  const char *core = __builtin_cpu_supports("avx512f") ? "SkylakeX"
+                     : __builtin_cpu_supports("avx2")  ? "Haswell"
+                                                       : NULL;
+  if (core && !getenv("OPENBLAS_CORETYPE")) {
+    setenv("OPENBLAS_CORETYPE", core, 1);
     execv("/proc/self/exe", argv);
     /* Could not re-execute: go on with what OpenBLAS picked. */
   }
@@ -255,5 +294,6 @@ int main(int argc, char **argv) {
   }
   printf("\nOpenBLAS core: %s\n", openblas_get_corename());
   for (int threads = 1; threads <= 2; threads++) bench_sgemm(2048, threads, reps);
+  for (int threads = 1; threads <= 2; threads++) bench_fma_peak(threads, reps);
   return 0;
 }

@@ -1,1 +1,10 @@
 /* Tests of tests/test-phantom.c. */
+TEST_ENTRY(phantom_deterministic)
+TEST_ENTRY(phantom_arguments)
+TEST_ENTRY(phantom_time_windows)
+TEST_ENTRY(phantom_labels_consistent)
+TEST_ENTRY(phantom_roi_per_phase)
+TEST_ENTRY(phantom_oral_contrast_bright_in_noncon)
+TEST_ENTRY(phantom_speed)
+TEST_ENTRY(phantom_uid_from_name)
+TEST_ENTRY(phantom_dicom_roundtrip)

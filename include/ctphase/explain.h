@@ -69,7 +69,7 @@ typedef enum { CTP_TARGET_LOGIT = 0, CTP_TARGET_PROB = 1 } ctp_target;
 const char *ctp_map_method_name(int method);
 /* Display name: "saliency", "guided backprop", "CAM", "Grad-CAM", "SAM". */
 const char *ctp_map_method_title(int method);
-/* Method index of a name, or CTP_EINVAL. */
+/* Method index of a name (also "grad-cam", "guided-backprop"), or CTP_EINVAL. */
 int ctp_map_method_parse(const char *name);
 /* Whether a method can be computed at a layer: saliency and guided take
  * any layer argument (they live at the input), CAM only CTP_L6, Grad-CAM
@@ -77,6 +77,8 @@ int ctp_map_method_parse(const char *name);
 int ctp_map_check_layer(int method, int layer);
 
 /* --- the map kernels (channels-last layer tensors, one slice) ---------- */
+/* K, the channel count, is at most CTP_GAP_CHANNELS (64), as in this
+ * network. */
 
 /* out (H,W) = sum_k w[k] * act[.,.,k]; w the fc row of the class. */
 void ctp_map_cam(float *out, const float *act, const float *w, int H, int W,

@@ -25,6 +25,7 @@ int cmd_model(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_scan(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 
 struct ctp_model;
 /* Loads --model, else $CTPHASE_MODEL, else the bundled model; prints why

@@ -19,6 +19,7 @@ static const char *usage =
     "  forward                run the network on standardised slices (.npy)\n"
     "  predict PATH...        the phase of each DICOM series under PATH\n"
     "  scan ROOT --csv OUT    the phase of every series in a tree, as CSV\n"
+    "  train                  train the classifier (phantom or labelled DICOM)\n"
     "  version                print the version\n"
     "\n"
     "Run 'ctphase <command> --help' for the options of a command.\n";
@@ -73,6 +74,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "forward")) return cmd_forward(argc - 1, argv + 1);
   if (!strcmp(cmd, "predict")) return cmd_predict(argc - 1, argv + 1);
   if (!strcmp(cmd, "scan")) return cmd_scan(argc - 1, argv + 1);
+  if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
   fprintf(stderr, "ctphase: unknown command '%s'\n\n%s", cmd, usage);
   return 2;
 }

@@ -54,6 +54,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -736,6 +737,11 @@ void start_connection(ctp_scp *s, int fd) {
   c->scp = s;
   c->fd = fd;
   c->t0 = now_s();
+  /* Responses are small and each waits for the peer: do not let Nagle's
+   * algorithm hold them back (DCMTK leaves it on unless TCP_NODELAY is in
+   * the environment). */
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   peer_name(fd, &c->info);
   {
     std::lock_guard<std::mutex> lk(s->mu);

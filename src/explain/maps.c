@@ -56,10 +56,14 @@ const char *ctp_map_method_title(int method) {
 }
 
 int ctp_map_method_parse(const char *name) {
+  static const struct {
+    const char *name;
+    int method;
+  } aliases[] = {{"grad-cam", CTP_MAP_GRADCAM}, {"guided-backprop", CTP_MAP_GUIDED}};
   for (int i = 0; name && i < CTP_NUM_METHODS; i++)
     if (!strcmp(name, method_names[i])) return i;
-  if (name && (!strcmp(name, "grad-cam") || !strcmp(name, "guided-backprop")))
-    return name[1] == 'r' ? CTP_MAP_GRADCAM : CTP_MAP_GUIDED;
+  for (size_t i = 0; name && i < sizeof aliases / sizeof aliases[0]; i++)
+    if (!strcmp(name, aliases[i].name)) return aliases[i].method;
   return ctp_seterr(CTP_EINVAL,
                     "unknown method '%s' (saliency, guided, cam, gradcam, sam)",
                     name ? name : "(null)");

@@ -18,8 +18,10 @@
  * and one plain backward); they are upsampled and kept before the masked
  * forwards, which reuse the explainer's network and spoil its activations.
  *
- * Seeds: slice i, map j, top/bottom t use splitmix64 streams derived from
- * (seed, i, j, t), so a run is reproducible and independent of threads.
+ * Seeds: slice i (in the order added), map (method, layer), top/bottom use
+ * splitmix64 streams derived from (seed, i, method, layer, side), so a run
+ * is reproducible, independent of threads and of which other maps are in
+ * the experiment.
  *
  * Statistics: per cell (class, map) the mean and SD of both scores and a
  * one-sample t test against 100; the paired comparisons of the paper (SAM
@@ -192,7 +194,9 @@ static int score_slice(ctp_masktest *t, ctp_explainer *e, const float *x,
   size_t count = (size_t)llround(t->fraction * (double)hw);
   int i = t->nslices, r;
   for (int j = 0; j < t->nspecs; j++) {
-    uint64_t s = mix(mix(t->seed, (uint64_t)i), (uint64_t)j);
+    const ctp_mapspec *sp = &t->specs[j];
+    uint64_t s = mix(mix(t->seed, (uint64_t)i),
+                     (uint64_t)sp->method * 64 + (uint64_t)(sp->layer + 1));
     if ((r = ctp_mask_order(maps + (size_t)j * hw, hw, s, order))) return r;
     float pt, pb;
     if ((r = masked_prob(e, x, xm, C, hw, order, count, 1, mix(s, 1), cls, &pt)) ||

@@ -1,26 +1,25 @@
 /*
  * conv_avx2.c — 3x3 convolution kernels for AVX2 + FMA (8 floats a vector).
  *
- * The same blocking as conv_avx512.c (read that essay first), scaled to the
- * 16 ymm registers of AVX2:
+ * The same scheme as conv_avx512.c (read that essay first), scaled to the
+ * 16 ymm registers of AVX2; the drivers around the row functions are in
+ * conv_driver.h.
  *
  * Forward, K a multiple of 8. Output channels are the lanes. The block
- * kernel keeps P output pixels x 8*KV output channels in registers; for each
- * kernel row ky and input channel c it loads the weights of the three taps
- * (3*KV registers) and walks the P+2 padded input pixels of the row, each
- * input scalar broadcast once and used by up to three taps.
+ * kernel keeps P output pixels x 8*KV output channels in registers; for
+ * each kernel row ky and input channel c it loads the weights of the three
+ * taps (3*KV registers) and walks the P+2 padded input pixels of the row,
+ * each input scalar broadcast once and used by up to three taps.
  *
  *     KV = 2 (chunks of 16 channels): P = 4, 8 accumulators + 6 weights + 1
  *     KV = 1 (K = 8, 24, ...):        P = 8, 8 accumulators + 3 weights + 1
  *
- * K = 32 or 64 is done as 2 or 4 chunks of 16 channels, one after the other
- * along the row, so the weights of one chunk stay in L1. Borders come from
- * the zero-padded row ring of conv_rows.h; the last partial block of a row
- * is computed into a scratch buffer. C is a compile-time constant for 1, 3,
- * 16, 32 and 64.
+ * K = 32 or 64 is done as 2 or 4 chunks of 16 channels, one after the
+ * other along the row, so the weights of one chunk stay in L1. C is a
+ * compile-time constant for 1, 3, 16, 32 and 64.
  *
  * Forward, K not a multiple of 8 (16 -> 1 or 3): input channels are the
- * lanes, nine vector FMAs over C and a horizontal sum per output.
+ * lanes; 8 pixels at a time, one accumulator each, and a tree sum.
  *
  * Backward weight, K a multiple of 8: chunks of 8 output channels, blocks
  * of CB = 4 input channels; 3*CB gradient vectors of the taps (ky, 0..2) in
@@ -28,8 +27,6 @@
  * copied with a zero pixel at each end), each input scalar broadcast once
  * for three FMAs. Threads split the rows and sum into private dw/db, added
  * to the caller's in thread order.
- *
- * Threads: OpenMP over contiguous ranges of the N*H output rows (static).
  */
 #include "kernels.h"
 

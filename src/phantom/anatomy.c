@@ -520,8 +520,9 @@ static inline float d2seg(float px, float py, float ax, float ay, float bx,
   return qx * qx + qy * qy;
 }
 
-static int kidney_tissue(const kidney *k, const kinner *in, float X,
-                         float Y, int inside) {
+/* The tissue at (X, Y) of the normalised section (radius 1 at the
+ * outline); -1 outside the kidney unless the pelvis bulges there. */
+static int kidney_tissue(const kinner *in, float X, float Y, int inside) {
   if (in->has_pelvis) {
     float dx = X - in->pcx, dy = Y - in->pcy;
     if (dx * dx + dy * dy < in->pr * in->pr) return T_URINE;
@@ -559,7 +560,6 @@ static int kidney_tissue(const kidney *k, const kinner *in, float X,
       if (fabsf(d) < w) return T_MEDULLA;
     }
   }
-  (void)k;
   return T_CORTEX;
 }
 
@@ -595,7 +595,7 @@ static void paint_kidney(slice_ctx *s, const kidney *k) {
       float q2 = r2 / (rr * rr);
       int inside = q2 < 1.0f;
       if (!(over >> row[j] & 1)) continue;
-      int t = kidney_tissue(k, &in, X / rr, Y / rr, inside);
+      int t = kidney_tissue(&in, X / rr, Y / rr, inside);
       if (t >= 0) {
         if (inside || row[j] == T_VFAT) row[j] = (uint8_t)t;
       } else if (q2 < halo * halo && (halo_over >> row[j] & 1)) {

@@ -161,7 +161,7 @@ void kinetics_draw(struct ctp_phantom *p, rng_t *r) {
   float kvp_bone = kvp == 100 ? 1.10f : kvp == 140 ? 0.94f : 1.0f;
   float *b = p->base_hu;
 
-  float fat = (float)rng_uni(r, -118, -85);
+  float fat = (float)rng_uni(r, -120, -78);
   b[T_AIR] = -1000;
   b[T_FAT] = fat;
   b[T_VFAT] = fat + (float)rng_uni(r, -4, 12);

@@ -2,13 +2,13 @@
  * phantom_int.h — what the phantom's files share: tissues, the random
  * generator, the shapes of the anatomy and the phantom object itself.
  *
- * Three files make the phantom:
- *   phantom.c   draws the patient and the acquisition from the seed, and
- *               renders slices: tissue map -> HU (texture, blur, noise,
- *               streaks) -> int16 / float, plus labels;
+ * Four files make the phantom:
+ *   phantom.c   draws the patient and the acquisition from the seed;
  *   anatomy.c   paints one slice's tissue map from the drawn shapes;
  *   kinetics.c  the enhancement curves, the phase windows and the per-slice
- *               tissue -> HU table.
+ *               tissue -> HU table;
+ *   render.c    renders slices: tissue map -> HU (texture, blur, noise,
+ *               streaks) -> int16 / float, plus labels.
  *
  * Coordinates. Shapes live in millimetres in the "body frame": x to the
  * patient's left, y to the posterior (LPS), origin at the body's centre in
@@ -45,6 +45,10 @@ enum {
 extern const uint8_t tissue_label[T_COUNT];
 
 /* ---- random numbers: splitmix64, one stream per purpose ---------------- */
+
+/* Stream tags (the purpose of a stream). */
+enum { TAG_ANATOMY = 1, TAG_ACQ, TAG_KINETICS, TAG_TIME, TAG_NOISE,
+       TAG_TEX_COARSE, TAG_TEX_FINE, TAG_TEX_MED };
 
 typedef struct { uint64_t s; } rng_t;
 
@@ -125,7 +129,7 @@ typedef struct {
 } ring;
 
 #define MAX_PYRAMIDS 15
-#define MAX_LOOPS 28
+#define MAX_LOOPS 36
 #define MAX_VESSELS 32
 #define MAX_RIBS 6
 #define MAX_CYSTS 3

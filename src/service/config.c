@@ -30,7 +30,7 @@
 #include "ctphase/util.h"
 
 #define OFF(f) offsetof(svc_config, f)
-#define MAX_SAFE_INT 9007199254740992.0 /* 2^53: exact in a JSON number */
+#define MAX_BYTES 1e15 /* a petabyte: exact in JSON, 15 digits */
 
 const cfg_entry svc_config_table[] = {
     /* DICOM */
@@ -59,7 +59,7 @@ const cfg_entry svc_config_table[] = {
     /* storage */
     {"data_dir", CFG_STRING, OFF(data_dir), 1, 1024, "\"/var/lib/ctphased\"", NULL, 0,
      "Folder of the database, received instances and temporary files."},
-    {"min_free_bytes", CFG_INT, OFF(min_free_bytes), 0, MAX_SAFE_INT, "1073741824", NULL, 1,
+    {"min_free_bytes", CFG_INT, OFF(min_free_bytes), 0, MAX_BYTES, "1073741824", NULL, 1,
      "Disk watermark: below this much free space in data_dir, stores answer 0xA700."},
     {"retention_seconds", CFG_INT, OFF(retention_seconds), -1, 3153600000.0, "604800", NULL, 1,
      "Received files are removed this long after their series is done (-1: never); the database keeps the record."},
@@ -198,7 +198,7 @@ int config_init(svc_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
   for (int i = 0; i < svc_config_count; i++) {
     const cfg_entry *e = &svc_config_table[i];
-    cJSON *v = cJSON_Parse(e->def);
+    cJSON *v = cJSON_ParseWithOpts(e->def, NULL, 1);
     int rc = v ? set_value(cfg, e, v, "default") : CTP_ENOMEM;
     cJSON_Delete(v);
     if (rc) {
@@ -255,7 +255,7 @@ int config_copy(svc_config *dst, const svc_config *src) {
 }
 
 int config_merge_json(svc_config *cfg, const char *json, const char *origin) {
-  cJSON *root = cJSON_Parse(json);
+  cJSON *root = cJSON_ParseWithOpts(json, NULL, 1);
   if (!root || !cJSON_IsObject(root)) {
     cJSON_Delete(root);
     return ctp_seterr(CTP_EINVAL, "%s: not a JSON object", origin);
@@ -287,9 +287,10 @@ int config_load_file(svc_config *cfg, const char *path) {
 int config_set(svc_config *cfg, const char *key, const char *value) {
   const cfg_entry *e = config_entry(key);
   if (!e) return ctp_seterr(CTP_EINVAL, "unknown configuration key \"%s\"", key);
-  cJSON *v = cJSON_Parse(value);
+  cJSON *v = cJSON_ParseWithOpts(value, NULL, 1);
   int plain = !v || ((e->type == CFG_STRING || e->type == CFG_ENUM) &&
-                     !cJSON_IsString(v));
+                     !cJSON_IsString(v)) ||
+              (e->type == CFG_STRLIST && !cJSON_IsArray(v));
   if (plain) {
     cJSON_Delete(v);
     if (e->type == CFG_STRLIST) {
@@ -383,7 +384,7 @@ int config_validate(const svc_config *cfg) {
                         cfg->allowed_peers.v[i]);
   }
   for (int i = 0; i < cfg->sop_classes.n; i++)
-    if (!store_uid_valid(cfg->sop_classes.v[i]))
+    if (!ctp_uid_valid(cfg->sop_classes.v[i]))
       return ctp_seterr(CTP_EINVAL, "sop_classes: \"%s\" is not a UID",
                         cfg->sop_classes.v[i]);
   return 0;
@@ -431,7 +432,7 @@ static cJSON *entry_schema(const cfg_entry *e) {
       break;
     }
   }
-  cJSON_AddItemToObject(p, "default", cJSON_Parse(e->def));
+  cJSON_AddItemToObject(p, "default", cJSON_ParseWithOpts(e->def, NULL, 1));
   cJSON_AddStringToObject(p, "description", e->doc);
   cJSON_AddBoolToObject(p, "x-reloadable", e->reloadable);
   return p;

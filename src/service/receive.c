@@ -1,0 +1,264 @@
+/*
+ * receive.c — what ctphased does with an association and an instance:
+ * the SCP callbacks (scp.h).
+ *
+ * Runs on the SCP's association threads, several at once; it reads the
+ * current config (immutable) and uses the store (which locks itself).
+ *
+ * Policy, before anything is written: the peer address and calling AE
+ * title must be on their allowlists (when those are not empty); a non-CT
+ * object is dropped (acknowledged, not kept) or refused with 0x0122 as
+ * non_ct says; an instance already stored is acknowledged without being
+ * written again; below the disk watermark a store is refused with 0xA700.
+ *
+ * Durability, once the SCP has the dataset in an fsynced temporary file:
+ *   1. the study, series and SOP instance UIDs must be valid UIDs (digits
+ *      and dots, at most 64 characters): they are the only things a path
+ *      is built from — never other tag text;
+ *   2. instances/STUDY/SERIES/ is created, each new folder's parent
+ *      fsynced;
+ *   3. the file is renamed to SOP.dcm there and the folder fsynced;
+ *   4. the instance row (and its series) is committed.
+ * Only then is success answered. A failure at 2-4 answers 0xA700 and
+ * leaves no file that the database does not know.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "ctphase/error.h"
+#include "ctphase/util.h"
+#include "service/log.h"
+#include "service/service.h"
+
+static const char *const ct_classes[] = {
+    "1.2.840.10008.5.1.4.1.1.2",      /* CT Image Storage */
+    "1.2.840.10008.5.1.4.1.1.2.1",    /* Enhanced CT Image Storage */
+    "1.2.840.10008.5.1.4.1.1.2.2",    /* Legacy Converted Enhanced CT */
+};
+
+static int is_ct_class(const char *uid) {
+  for (size_t i = 0; i < sizeof ct_classes / sizeof *ct_classes; i++)
+    if (strcmp(uid, ct_classes[i]) == 0) return 1;
+  return 0;
+}
+
+int receive_free_bytes(const char *path, uint64_t *free_bytes) {
+  struct statvfs v;
+  if (statvfs(path, &v) != 0)
+    return ctp_seterr(CTP_EIO, "statvfs %s: %s", path, strerror(errno));
+  *free_bytes = (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+  return 0;
+}
+
+static int fsync_dir(const char *dir) {
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  int rc = fsync(fd);
+  close(fd);
+  return rc;
+}
+
+/* mkdir that makes the new entry durable (fsync of the parent). */
+static int mkdir_durable(const char *dir, const char *parent) {
+  if (mkdir(dir, 0750) == 0) return fsync_dir(parent);
+  return errno == EEXIST ? 0 : -1;
+}
+
+/* Creates data_dir/instances/STUDY/SERIES for rel (a path to a file). */
+static int make_dirs(const char *data_dir, const char *rel) {
+  char a[1400], b[1400];
+  const char *study_end = strchr(rel + strlen("instances/"), '/');
+  const char *series_end = strrchr(rel, '/');
+  snprintf(b, sizeof b, "%s/instances", data_dir);
+  snprintf(a, sizeof a, "%s/%.*s", data_dir, (int)(study_end - rel), rel);
+  if (mkdir_durable(a, b) != 0) return -1;
+  snprintf(b, sizeof b, "%s", a);
+  snprintf(a, sizeof a, "%s/%.*s", data_dir, (int)(series_end - rel), rel);
+  return mkdir_durable(a, b);
+}
+
+/* ------------------------------------------------------------------ */
+/* Callbacks                                                            */
+/* ------------------------------------------------------------------ */
+
+static int on_associate(void *ud, const ctp_scp_assoc *a) {
+  svc *s = ud;
+  svc_config *cfg = svc_cfg(s);
+  int verdict = CTP_SCP_ACCEPT;
+  if (cfg->allowed_peers.n > 0) {
+    int ok = 0;
+    for (int i = 0; i < cfg->allowed_peers.n && !ok; i++)
+      ok = config_addr_match(cfg->allowed_peers.v[i], a->peer);
+    if (!ok) verdict = CTP_SCP_REJECT_PEER;
+  }
+  if (verdict == CTP_SCP_ACCEPT && cfg->allowed_calling_ae.n > 0 &&
+      !config_list_has(&cfg->allowed_calling_ae, a->calling_ae))
+    verdict = CTP_SCP_REJECT_CALLING_AE;
+  if (verdict == CTP_SCP_ACCEPT)
+    LOG(LOG_INFO, "assoc_open", LF_INT("assoc", a->id),
+        LF_STR("calling_ae", a->calling_ae), LF_STR("called_ae", a->called_ae),
+        LF_STR("peer", a->peer));
+  return verdict;
+}
+
+static void on_close(void *ud, const ctp_scp_assoc *a,
+                     const ctp_scp_assoc_stats *st) {
+  svc *s = ud;
+  metrics_inc(&s->metrics.echoes, st->echoes);
+  metrics_inc(&s->metrics.instances_failed, st->stores_failed);
+  if (st->verdict != CTP_SCP_ACCEPT) {
+    metrics_inc(&s->metrics.assoc_rejected, 1);
+    LOG(LOG_WARN, "assoc_rejected", LF_INT("assoc", a->id),
+        LF_STR("calling_ae", a->calling_ae), LF_STR("called_ae", a->called_ae),
+        LF_STR("peer", a->peer), LF_STR("reason", ctp_scp_verdict_str(st->verdict)));
+    return;
+  }
+  metrics_inc(&s->metrics.assoc_accepted, 1);
+  LOG(LOG_INFO, "assoc_closed", LF_INT("assoc", a->id),
+      LF_STR("calling_ae", a->calling_ae), LF_STR("peer", a->peer),
+      LF_STR("end", st->end), LF_INT("stored", st->stores_ok),
+      LF_INT("failed", st->stores_failed), LF_INT("echoes", st->echoes),
+      LF_INT("bytes", st->bytes), LF_NUM("seconds", st->seconds));
+}
+
+static void on_log(void *ud, int level, const char *event,
+                   const ctp_scp_assoc *a, const char *msg) {
+  (void)ud;
+  if (a)
+    LOG(level, event, LF_INT("assoc", a->id), LF_STR("calling_ae", a->calling_ae),
+        LF_STR("peer", a->peer), LF_STR("msg", msg));
+  else
+    LOG(level, event, LF_STR("msg", msg));
+}
+
+static unsigned on_store_begin(void *ud, const ctp_scp_assoc *a,
+                               const char *sop_class, const char *sop_uid) {
+  svc *s = ud;
+  svc_config *cfg = svc_cfg(s);
+  if (!is_ct_class(sop_class)) {
+    int drop = strcmp(cfg->non_ct, "drop") == 0;
+    LOG(drop ? LOG_DEBUG : LOG_WARN, drop ? "instance_dropped" : "store_refused",
+        LF_INT("assoc", a->id), LF_STR("sop_class_uid", sop_class),
+        LF_STR("reason", "not a CT image"));
+    if (drop) metrics_inc(&s->metrics.instances_dropped, 1);
+    return drop ? CTP_SCP_DROP : CTP_DIMSE_SOP_CLASS_NOT_SUPPORTED;
+  }
+  int present = 0;
+  if (ctp_uid_valid(sop_uid) &&
+      ctp_store_instance_present(s->store, sop_uid, &present) == 0 && present) {
+    metrics_inc(&s->metrics.instances_duplicate, 1);
+    LOG(LOG_INFO, "instance_duplicate", LF_INT("assoc", a->id),
+        LF_STR("sop_instance_uid", sop_uid));
+    return CTP_SCP_DROP;
+  }
+  uint64_t free_bytes = 0;
+  if (receive_free_bytes(s->data_dir, &free_bytes) != 0 ||
+      free_bytes < (uint64_t)cfg->min_free_bytes) {
+    metrics_inc(&s->metrics.disk_refusals, 1);
+    LOG(LOG_WARN, "store_refused", LF_INT("assoc", a->id),
+        LF_STR("reason", "disk below the watermark"),
+        LF_INT("free_bytes", free_bytes), LF_INT("min_free_bytes", cfg->min_free_bytes),
+        LF_STR("status", "0xA700"));
+    return CTP_DIMSE_OUT_OF_RESOURCES;
+  }
+  return 0;
+}
+
+/* Names the first invalid UID (never its value: it may be any text). */
+static const char *invalid_uid(const ctp_scp_instance *in) {
+  if (!ctp_uid_valid(in->sop_instance_uid)) return "SOPInstanceUID";
+  if (!ctp_uid_valid(in->series_instance_uid)) return "SeriesInstanceUID";
+  if (!ctp_uid_valid(in->study_instance_uid)) return "StudyInstanceUID";
+  return NULL;
+}
+
+/* Removes a file we moved into place, unless the database knows it (a
+ * concurrent copy of the same instance may have been committed). */
+static void unlink_unknown(svc *s, const char *abs, const char *sop_uid) {
+  int present = 0;
+  if (ctp_store_instance_present(s->store, sop_uid, &present) == 0 && present)
+    return;
+  unlink(abs);
+}
+
+/* Moves the file into place and commits its row: 0, or -1 (logged). */
+static int keep(svc *s, const ctp_scp_instance *in, const char *rel, int *added) {
+  char abs[2048], dir[2048];
+  snprintf(abs, sizeof abs, "%s/%s", s->data_dir, rel);
+  snprintf(dir, sizeof dir, "%s", abs);
+  *strrchr(dir, '/') = 0;
+  const char *step = "mkdir";
+  if (make_dirs(s->data_dir, rel) != 0) goto fail;
+  step = "rename";
+  if (rename(in->tmp_path, abs) != 0) goto fail;
+  step = "fsync";
+  if (fsync_dir(dir) != 0) {
+    int e = errno;
+    unlink_unknown(s, abs, in->sop_instance_uid);
+    errno = e;
+    goto fail;
+  }
+  ctp_store_instance row = {
+      in->sop_instance_uid, in->sop_class_uid, in->study_instance_uid,
+      in->series_instance_uid, in->transfer_syntax, rel, in->assoc->calling_ae,
+      in->bytes, in->assoc->id, ctp_wall_now()};
+  if (ctp_store_instance_add(s->store, &row, added) != 0) {
+    LOG(LOG_ERROR, "store_failed", LF_INT("assoc", in->assoc->id),
+        LF_STR("step", "commit"), LF_STR("error", ctp_last_error()));
+    unlink_unknown(s, abs, in->sop_instance_uid);
+    return -1;
+  }
+  return 0;
+fail:
+  LOG(LOG_ERROR, "store_failed", LF_INT("assoc", in->assoc->id),
+      LF_STR("step", step), LF_STR("path", rel), LF_STR("error", strerror(errno)));
+  return -1;
+}
+
+static unsigned on_store(void *ud, const ctp_scp_instance *in) {
+  svc *s = ud;
+  double t0 = ctp_now();
+  const char *bad = invalid_uid(in);
+  char rel[512];
+  if (bad || ctp_instance_path(in->study_instance_uid, in->series_instance_uid,
+                                   in->sop_instance_uid, rel, sizeof rel) != 0) {
+    LOG(LOG_WARN, "store_refused", LF_INT("assoc", in->assoc->id),
+        LF_STR("reason", "invalid UID"), LF_STR("tag", bad ? bad : "path"),
+        LF_STR("status", "0xA900"));
+    return CTP_DIMSE_DATASET_MISMATCH;
+  }
+  int added = 0;
+  if (keep(s, in, rel, &added) != 0) {
+    metrics_inc(&s->metrics.disk_refusals, 1);
+    return CTP_DIMSE_OUT_OF_RESOURCES;
+  }
+  double dt = ctp_now() - t0 + in->write_seconds;
+  if (added) {
+    metrics_inc(&s->metrics.instances_received, 1);
+    metrics_inc(&s->metrics.bytes_received, in->bytes);
+  } else {
+    metrics_inc(&s->metrics.instances_duplicate, 1);
+  }
+  metrics_observe(&s->metrics.store_seconds, dt);
+  LOG(LOG_DEBUG, added ? "instance_stored" : "instance_duplicate",
+      LF_INT("assoc", in->assoc->id), LF_STR("study_uid", in->study_instance_uid),
+      LF_STR("series_uid", in->series_instance_uid),
+      LF_STR("sop_instance_uid", in->sop_instance_uid), LF_INT("bytes", in->bytes),
+      LF_NUM("receive_ms", in->receive_seconds * 1e3), LF_NUM("store_ms", dt * 1e3));
+  return CTP_DIMSE_SUCCESS;
+}
+
+void receive_callbacks(svc *s, ctp_scp_callbacks *cb) {
+  memset(cb, 0, sizeof *cb);
+  cb->ud = s;
+  cb->on_associate = on_associate;
+  cb->on_store_begin = on_store_begin;
+  cb->on_store = on_store;
+  cb->on_close = on_close;
+  cb->on_log = on_log;
+}

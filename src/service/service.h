@@ -1,0 +1,126 @@
+/*
+ * service.h — the daemon's shared state and the seams between its parts.
+ *
+ *   main.c     command line, start-up, recovery, signals, shutdown
+ *   receive.c  SCP callbacks: policy, durable write, database row
+ *   sched.c    the libuv loop's scheduler: stability, job dispatch,
+ *              retention
+ *   job.c      one job: scan the series' files, predict, store the result
+ *   http.c     the admin HTTP server (health, metrics, JSON API)
+ *   metrics.c  counters and histograms, Prometheus text
+ *
+ * Threads: the libuv loop thread runs timers, signals and HTTP; the libuv
+ * thread pool runs everything that blocks (database, files, inference)
+ * with uv_queue_work, its completion coming back to the loop; the SCP
+ * has its own listener and one thread per association (scp.h). The
+ * svc struct is created and destroyed by main.c; after start-up, threads
+ * other than the loop only read it, except for the atomics, the mutexed
+ * predictor pool and the store (which locks itself).
+ *
+ * Configuration: svc_cfg() returns the current, immutable config. SIGHUP
+ * builds a new one and publishes it with svc_cfg_publish(); the old ones
+ * are kept until exit, so a pointer read from svc_cfg() stays valid.
+ */
+#ifndef CTPHASE_SERVICE_SERVICE_H
+#define CTPHASE_SERVICE_SERVICE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <uv.h>
+
+#include "ctphase/model.h"
+#include "ctphase/predict.h"
+#include "ctphase/scp.h"
+#include "ctphase/store.h"
+#include "service/config.h"
+#include "service/metrics.h"
+
+/* The daemon's life cycle, changed only by svc_set_state(). */
+typedef enum {
+  SVC_STARTING = 0, /* opening, recovering */
+  SVC_RUNNING,      /* accepting associations, running jobs */
+  SVC_DRAINING,     /* SIGTERM: no new associations or jobs */
+  SVC_STOPPED
+} svc_state;
+
+#define SVC_MAX_CONFIGS 64
+
+typedef struct svc_http svc_http;
+
+typedef struct svc {
+  uv_loop_t *loop;
+  atomic_int state; /* svc_state */
+
+  /* Configuration: the current one and those it replaced. */
+  _Atomic(svc_config *) cfg;
+  svc_config *configs[SVC_MAX_CONFIGS];
+  int nconfigs;
+  const char *config_path; /* NULL: defaults only */
+  char **overrides;        /* "key=value" from the command line */
+  int noverrides;
+
+  /* Paths under the data dir. */
+  char data_dir[1024];
+  char tmp_dir[1100];
+  char db_path[1100];
+  int lock_fd;
+
+  ctp_store *store;
+  ctp_scp *scp;
+  ctp_model *model;
+  const char *model_path;
+
+  /* One predictor per worker, lent to jobs. */
+  ctp_predictor **preds;
+  int npreds;
+  int *pred_busy;
+  pthread_mutex_t pred_mu;
+  int threads_per_job;
+
+  /* Scheduler (loop thread only, except where atomic). */
+  uv_timer_t tick_timer;
+  uv_timer_t stop_timer;
+  uv_timer_t grace_timer;
+  uv_async_t kick;
+  uv_signal_t sig_term, sig_int, sig_hup;
+  uv_work_t tick_req;
+  int tick_busy;
+  int tick_again;
+  int slots;             /* jobs the tick may claim */
+  int in_flight;         /* jobs running */
+  atomic_int running_jobs;
+  double last_retention;
+  double tick_wait;       /* set by a tick: seconds to the next one */
+  ctp_store_job claimed[64];
+  int nclaimed;
+
+  svc_http *http;
+  svc_metrics metrics;
+} svc;
+
+static inline svc_config *svc_cfg(svc *s) { return atomic_load(&s->cfg); }
+/* Publishes a new configuration (the svc takes it). */
+int svc_cfg_publish(svc *s, svc_config *cfg);
+/* Changes the life-cycle state, checking the order, and logs it. */
+void svc_set_state(svc *s, svc_state to, const char *why);
+const char *svc_state_name(int state);
+
+/* receive.c */
+void receive_callbacks(svc *s, ctp_scp_callbacks *cb);
+/* Free bytes for unprivileged users on the file system of path. */
+int receive_free_bytes(const char *path, uint64_t *free_bytes);
+
+/* sched.c */
+int sched_start(svc *s);
+/* Runs a scheduling pass soon (thread-safe). */
+void sched_kick(svc *s);
+void sched_stop(svc *s);
+
+/* job.c: runs one claimed job in the calling (pool) thread. */
+void job_run(svc *s, const ctp_store_job *job);
+
+/* http.c */
+int http_start(svc *s);
+void http_stop(svc *s);
+
+#endif
