@@ -58,7 +58,7 @@ def run(*args, ok=True):
 @check
 def help_on_every_command():
     for cmd in (["--help"], ["model", "--help"], ["model", "info", "--help"],
-                ["model", "init", "--help"], ["forward", "--help"], ["predict", "--help"],
+                ["model", "init", "--help"], ["forward", "--help"], ["predict", "--help"], ["train", "--help"],
                 ["scan", "--help"]):
         p = run(*cmd)
         assert "usage:" in p.stdout, f"{cmd}: no usage text"
@@ -234,6 +234,27 @@ def scan_interrupted_leaves_valid_csv(tmp):
     assert all(len(r) == len(rows[0]) for r in rows), "every row complete"
     if proc.returncode == 130:
         assert "interrupted" in err
+
+
+@check
+def train_smoke_loss_falls_and_resumes(tmp):
+    out = os.path.join(tmp, "run")
+    args = ["train", "--out", out, "--phantom", "15", "--size", "64",
+            "--slices-per-series", "4", "--batch", "4", "--seed", "3", "--quiet"]
+    run(*args, "--epochs", "4")
+    hist = list(csv.DictReader(open(os.path.join(out, "history.csv"))))
+    assert [int(h["epoch"]) for h in hist] == [1, 2, 3, 4]
+    losses = [float(h["train_loss"]) for h in hist]
+    assert losses[-1] < losses[0], f"training loss did not fall: {losses}"
+    split = list(csv.DictReader(open(os.path.join(out, "split.csv"))))
+    assert {r["split"] for r in split} == {"train", "val", "test"}, split
+    info = json.loads(run("model", "info", os.path.join(out, "best.safetensors"), "--json").stdout)
+    assert info["metadata"]["input_size"] == "64" and "phantom" in info["metadata"]["trained_on"]
+    run(*args, "--epochs", "5", "--resume")
+    hist = list(csv.DictReader(open(os.path.join(out, "history.csv"))))
+    assert [int(h["epoch"]) for h in hist] == [1, 2, 3, 4, 5], hist
+    p = run("train", "--out", out, ok=False)
+    assert p.returncode == 2
 
 
 def main():

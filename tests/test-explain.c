@@ -634,7 +634,7 @@ TEST_IMPL(explain_font_and_text) {
   int tw, th;
   ctp_text_size("SAM 2b\ncm", 2, &tw, &th);
   ASSERT_EQ_INT(tw, (6 * 6 - 1) * 2);
-  ASSERT_EQ_INT(th, (2 * 9 - 2) * 2);
+  ASSERT_EQ_INT(th, (2 * 10 - 1) * 2);
   /* Drawn text lands inside its box and nowhere else. */
   enum { W = 60, H = 30 };
   unsigned char img[W * H * 3];

@@ -28,11 +28,12 @@ extern "C" {
 #define CTP_RENDER_WINDOW_WIDTH 400.0f
 #define CTP_RENDER_CUTOFF 0.025f
 #define CTP_RENDER_ALPHA 0.5f
-/* The built-in font: 5x7 glyphs in 6x9 cells, printable ASCII. */
+/* The built-in font: 5x9 glyphs (7 rows and 2 of descenders) in 6x10
+ * cells, printable ASCII. */
 #define CTP_FONT_W 5
-#define CTP_FONT_H 7
+#define CTP_FONT_H 9
 #define CTP_FONT_CELL_W 6
-#define CTP_FONT_CELL_H 9
+#define CTP_FONT_CELL_H 10
 
 typedef enum {
   CTP_DISPLAY_DIRECT = 0,  /* the value, scaled to the map's range */

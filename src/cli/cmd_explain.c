@@ -170,7 +170,7 @@ static void make_label(char *buf, size_t len, const explain_args *o,
   else
     snprintf(map, sizeof map, "%s layer %s", ctp_map_method_title(o->method),
              ctp_layer_name(o->layer));
-  snprintf(buf, len, "%s\nof %s %s\npredicted %s p=%.2f\nslice %d", map,
+  snprintf(buf, len, "%s\nexplains %s (%s)\npredicted %s p=%.2f\nslice %d", map,
            ctp_class_name(in->cls), in->target == CTP_TARGET_PROB ? "prob" : "logit",
            ctp_class_name(in->argmax), (double)in->probs[in->argmax], j->index);
 }

@@ -102,7 +102,7 @@ void ctp_map_gradcam(float *out, const float *act, const float *dact, int H,
   double mean[64] = {0};  /* K <= 64 in this network */
   for (size_t p = 0; p < hw; p++)
     for (int k = 0; k < K; k++) mean[k] += dact[p * K + k];
-  float wk[64];
+  float wk[64] = {0};
   for (int k = 0; k < K; k++) wk[k] = (float)(mean[k] / (double)hw);
   ctp_map_cam(out, act, wk, H, W, K);
   for (size_t p = 0; p < hw; p++) out[p] = out[p] > 0.0f ? out[p] : 0.0f;

@@ -262,7 +262,7 @@ static int gather(const ctp_masktest *t, int cls, int spec, int top,
 void ctp_masktest_cell(const ctp_masktest *t, int cls, int spec,
                        ctp_mask_cell *out) {
   memset(out, 0, sizeof *out);
-  double *v = malloc(((size_t)t->nslices + 1) * sizeof *v);
+  double *v = calloc((size_t)t->nslices + 1, sizeof *v);
   if (!v) {
     out->p_top = out->p_bottom = NAN;
     return;

@@ -45,8 +45,10 @@ typedef struct {
 } dataset;
 
 typedef struct {
-  char id[128];    /* phantom seed or SeriesInstanceUID */
+  char id[128];      /* phantom seed or SeriesInstanceUID */
+  char patient[128]; /* what the split groups by */
   int label, split, nslices;
+  uint64_t rank;     /* the patient's seeded hash: its place in the split */
 } series_entry;
 
 typedef struct {
@@ -110,14 +112,47 @@ static void dataset_free(dataset *d) {
   free(d->series);
 }
 
-/* Split of a patient: a seeded hash, so that all series of a patient go
- * together and the split does not depend on the order of the data. */
-static int split_of(const char *patient, uint64_t seed, float val, float test) {
+/* A patient's place in the split: a seeded hash of its key, so that the
+ * split does not depend on the order in which the data was found. */
+static uint64_t patient_rank(const char *patient, uint64_t seed) {
   uint64_t h = 1469598103934665603ULL ^ seed;
   for (const char *p = patient; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
   rng r = {h};
-  double u = rng_uniform(&r);
-  return u < test ? SPLIT_TEST : u < test + val ? SPLIT_VAL : SPLIT_TRAIN;
+  return rng_next(&r);
+}
+
+static int cmp_rank(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Splits by patient: patients in rank order, the first round(test * P) to
+ * test, the next round(val * P) to validation (each at least one when
+ * there are three patients or more), the rest to training. All series of a
+ * patient share its split. Then every slice takes its series' split. */
+static void assign_splits(series_entry *s, int n, dataset *d, uint64_t seed,
+                          float val, float test) {
+  uint64_t *ranks = malloc((size_t)(n ? n : 1) * sizeof *ranks);
+  int np = 0;
+  for (int i = 0; i < n; i++) {
+    s[i].rank = patient_rank(s[i].patient, seed);
+    int seen = 0;
+    for (int j = 0; j < i && !seen; j++) seen = !strcmp(s[j].patient, s[i].patient);
+    if (!seen) ranks[np++] = s[i].rank;
+  }
+  qsort(ranks, (size_t)np, sizeof *ranks, cmp_rank);
+  int nt = (int)(test * np + 0.5f), nv = (int)(val * np + 0.5f);
+  if (np >= 3) {
+    nt = nt < 1 ? 1 : nt;
+    nv = nv < 1 ? 1 : nv;
+  }
+  for (int i = 0; i < n; i++) {
+    int pos = 0;
+    while (pos < np && ranks[pos] != s[i].rank) pos++;
+    s[i].split = pos < nt ? SPLIT_TEST : pos < nt + nv ? SPLIT_VAL : SPLIT_TRAIN;
+  }
+  for (int i = 0; i < d->n; i++) d->split[i] = s[d->series[i]].split;
+  free(ranks);
 }
 
 /* Slices z of the chosen set for a series of nz slices: k evenly spread,
@@ -149,8 +184,8 @@ static int build_phantom(const ctp_train_opts *o, dataset *d,
     const ctp_phantom_info *info = ctp_phantom_get_info(p);
     series_entry *e = &series[s];
     snprintf(e->id, sizeof e->id, "phantom-%llu", (unsigned long long)po.seed);
+    snprintf(e->patient, sizeof e->patient, "%s", e->id);
     e->label = info->phase;
-    e->split = split_of(e->id, o->seed, o->val_fraction, o->test_fraction);
     int nz = info->num_slices, kk = k < nz ? k : nz;
     for (int i = 0; i < kk; i++) {
       int z = pick_slice(i, kk, nz);
@@ -246,8 +281,8 @@ static int build_dicom(const ctp_train_opts *o, dataset *d, series_entry **out,
     snprintf(e->id, sizeof e->id, "%s", ctp_series_uid(se));
     e->label = label;
     const ctp_slice *ref = ctp_series_ref(se);
-    e->split = split_of(ref && ref->patient_id[0] ? ref->patient_id : e->id,
-                        o->seed, o->val_fraction, o->test_fraction);
+    snprintf(e->patient, sizeof e->patient, "%s",
+             ref && ref->patient_id[0] ? ref->patient_id : e->id);
     for (int a = 0; a < ctp_series_num_acquisitions(se) && !r; a++) {
       const ctp_acquisition *acq = ctp_series_acquisition(se, a);
       int nz = ctp_acquisition_num_slices(acq);
@@ -447,6 +482,7 @@ int ctp_train_run(const ctp_train_opts *o, ctp_train_summary *sum) {
     r = build_dicom(o, &d, &series, &nseries);
   }
   if (r) goto done;
+  assign_splits(series, nseries, &d, o->seed, o->val_fraction, o->test_fraction);
   if ((r = write_split(o, series, nseries))) goto done;
   int counts[3] = {0}, per_class[CTP_NUM_CLASSES] = {0};
   for (int i = 0; i < d.n; i++) {
