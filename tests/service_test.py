@@ -44,6 +44,7 @@ CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 CHECKS = []
 LOGS = []  # every daemon log of this run, for the PHI check at the end
+DAEMONS = []  # every daemon started, stopped by PID if a check left it running
 FINAL = []  # checks that must run last
 
 
@@ -80,6 +81,7 @@ class Daemon:
         self.proc = None
         self.port = self.http_port = None
         LOGS.append(self.log)
+        DAEMONS.append(self)
 
     def write_config(self, cfg):
         base = {"stable_seconds": 1, "min_free_bytes": 0, "model": MODEL,
@@ -328,3 +330,501 @@ def dataset_bytes(ds):
     fp.is_little_endian, fp.is_implicit_VR = True, False
     write_dataset(fp, ds)
     return fp.getvalue()
+
+
+# ---------------------------------------------------------------------------
+# Checks
+# ---------------------------------------------------------------------------
+
+@check
+def config_schema_matches_file(tmp):
+    p = subprocess.run([CTPHASED, "--print-schema"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    printed = json.loads(p.stdout)
+    with open(os.path.join(ROOT, "schemas", "config.schema.json")) as f:
+        on_disk = json.load(f)
+    assert printed == on_disk, ("schemas/config.schema.json differs from "
+                                "`ctphased --print-schema`: regenerate it")
+    import jsonschema
+    v = jsonschema.Draft202012Validator(printed)
+    with open(os.path.join(ROOT, "deploy", "ctphased.example.json")) as f:
+        example = json.load(f)
+    errors = list(v.iter_errors(example))
+    assert not errors, "deploy/ctphased.example.json: " + errors[0].message
+    # An empty file is valid and --check-config prints every key.
+    empty = os.path.join(tmp, "empty.json")
+    open(empty, "w").write("{}")
+    p = subprocess.run([CTPHASED, "--check-config", "--config", empty,
+                        "--set", f"model={MODEL}", "--port", "4104"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    eff = json.loads(p.stdout)
+    assert set(eff) == set(printed["properties"]) and eff["port"] == 4104
+    assert not list(v.iter_errors(eff)), "the effective config fails its own schema"
+    # A bad key or value is refused with its name, exit status 78.
+    for bad, word in (('{"stable_secs": 1}', "stable_secs"), ('{"port": -3}', "port"),
+                      ('{"non_ct": "keep"}', "non_ct"), ('{"workers": "two"}', "workers")):
+        open(empty, "w").write(bad)
+        p = subprocess.run([CTPHASED, "--check-config", "--config", empty],
+                           capture_output=True, text=True)
+        assert p.returncode == 78 and word in p.stderr, (bad, p.returncode, p.stderr)
+
+
+@check
+def echo_and_association_policy(tmp):
+    d = Daemon(tmp).start()
+    try:
+        rc, out = echoscu(d.port)
+        assert rc == 0, out
+        rc, out = echoscu(d.port, aec="NOTUS")
+        assert rc != 0 and "Called AE Title Not Recognized" in out, out
+        # Allowlists, changed at runtime with SIGHUP.
+        d.write_config({"allowed_calling_ae": ["GOODSCU"]})
+        offset = os.path.getsize(d.log)
+        d.signal(signal.SIGHUP)
+        d.wait_event("config_reloaded", offset=offset)
+        assert echoscu(d.port, aet="GOODSCU")[0] == 0
+        rc, out = echoscu(d.port, aet="BADSCU")
+        assert rc != 0 and "Calling AE Title Not Recognized" in out, out
+        d.write_config({"allowed_peers": ["10.0.0.0/8"]})
+        offset = os.path.getsize(d.log)
+        d.signal(signal.SIGHUP)
+        d.wait_event("config_reloaded", offset=offset)
+        rc, out = echoscu(d.port)
+        assert rc != 0 and "Rejected Permanent" in out, out
+        rej = d.events(name="assoc_rejected")
+        assert {e["reason"] for e in rej} == {"called-ae", "calling-ae", "peer"}, rej
+        assert all(e["peer"] == "127.0.0.1" for e in rej)
+    finally:
+        assert d.stop() == 0
+
+
+@check
+def association_limit_and_stalled_peer(tmp):
+    d = Daemon(tmp, config={"max_associations": 1, "acse_timeout": 2}).start()
+    try:
+        held = RawAssociation(d.port)
+        assert held.accepted, held.reject
+        rc, out = echoscu(d.port)
+        assert rc != 0 and "Local Limit Exceeded" in out, out
+        held.release()
+        deadline = time.time() + 10
+        while echoscu(d.port)[0] != 0:
+            assert time.time() < deadline, "the slot was not freed"
+            time.sleep(0.2)
+        # A peer that connects and sends nothing is dropped after the ACSE
+        # timeout, without holding up others.
+        t0 = time.time()
+        s = socket.create_connection(("127.0.0.1", d.port))
+        assert echoscu(d.port)[0] == 0, "a silent peer blocked the next association"
+        s.settimeout(30)
+        assert s.recv(10) == b"", "the silent connection was not closed"
+        assert time.time() - t0 < 10
+        s.close()
+        d.wait_event("assoc_dropped")
+    finally:
+        assert d.stop() == 0
+
+
+@check
+def small_series_stored_once_and_processed(tmp):
+    d = Daemon(tmp).start()
+    try:
+        files = files_in(TWO_ACQ)
+        rc, out = storescu(d.port, files)
+        assert rc == 0 and successes(out) == 8, out
+        rc, out = storescu(d.port, files)  # the same instances again
+        assert rc == 0 and successes(out) == 8, out
+        jobs = d.wait_jobs(1)
+        rows = d.query("SELECT * FROM instances")
+        assert len(rows) == 8, f"{len(rows)} instance rows, want 8 (stored once)"
+        on_disk = [r["path"] for r in rows if os.path.exists(os.path.join(d.data, r["path"]))]
+        assert len(on_disk) == 8
+        for r in rows:
+            assert r["path"] == "instances/%s/%s/%s.dcm" % (r["study_uid"], r["series_uid"],
+                                                            r["sop_instance_uid"])
+            ds = pydicom.dcmread(os.path.join(d.data, r["path"]))
+            assert ds.SOPInstanceUID == r["sop_instance_uid"]
+        assert len(jobs) == 1 and jobs[0]["state"] == "done", jobs
+        result = json.loads(jobs[0]["result_json"])
+        assert [a["acquisition_number"] for a in result] == [1, 2], result
+        assert all(a["slices_used"] == 4 for a in result)
+        assert jobs[0]["model_sha256"] and len(jobs[0]["model_sha256"]) == 64
+        assert not os.listdir(os.path.join(d.data, "tmp")), "temporary files left"
+        # The admin API agrees.
+        uid = rows[0]["series_uid"]
+        st, body = d.http(f"/api/v1/series/{uid}")
+        assert st == 200 and json.loads(body)["state"] == "done", body
+        st, body = d.http("/api/v1/jobs")
+        assert st == 200 and json.loads(body)[0]["state"] == "done"
+        st, body = d.http(f"/api/v1/jobs/{jobs[0]['id']}")
+        assert st == 200 and len(json.loads(body)["result"]) == 2
+        st, body = d.http("/metrics")
+        assert st == 200
+        assert "ctphase_instances_received_total 8\n" in body, body
+        assert "ctphase_instances_duplicate_total 8\n" in body
+        assert 'ctphase_jobs{state="done"} 1\n' in body
+        assert 'ctphase_series{state="done"} 1\n' in body
+        for name in ("ctphase_received_bytes_total", "ctphase_associations_total",
+                     "ctphase_job_seconds_bucket", "ctphase_inference_seconds_count",
+                     "ctphase_queue_depth", "ctphase_disk_free_bytes",
+                     "ctphase_send_failures_total", "ctphase_store_seconds_sum"):
+            assert name in body, name
+        # More instances after the job ran: the series is processed again.
+        extra = make_series(os.path.join(tmp, "more"), 2, size=16)
+        for p in extra:
+            ds = pydicom.dcmread(p)
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = rows[0]["study_uid"], uid
+            ds.AcquisitionNumber = 3
+            ds.save_as(p)
+        rc, out = storescu(d.port, extra)
+        assert rc == 0, out
+        jobs = d.wait_jobs(2)
+        assert len(jobs) == 2 and jobs[1]["instances"] == 10, jobs
+    finally:
+        assert d.stop() == 0
+
+
+@check
+def http_bad_requests_get_4xx(tmp):
+    d = Daemon(tmp).start()
+    try:
+        assert d.http("/healthz") == (200, "ok\n")
+        assert d.http("/nope")[0] == 404
+        assert d.http("/metrics", method="POST")[0] == 405
+        assert d.http("/api/v1/jobs/12x")[0] == 404
+        assert d.http("/api/v1/jobs/999")[0] == 404
+        assert d.http("/api/v1/jobs?state=bogus")[0] == 400
+        assert d.http("/api/v1/series/1.2.3.4")[0] == 404
+        assert d.http("/api/v1/series/1..2")[0] == 400
+        assert d.http("/api/v1/series/%2e%2e%2fetc")[0] == 400
+        for raw, code in ((b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n", b"431"),
+                          (b"\x00\x01\x02 garbage\r\n\r\n", b"400"),
+                          (b"GET\r\n\r\n", b"400")):
+            s = socket.create_connection(("127.0.0.1", d.http_port), timeout=20)
+            try:
+                s.sendall(raw)
+            except OSError:
+                pass
+            reply = s.recv(100)
+            s.close()
+            assert reply.startswith(b"HTTP/1.1 " + code), (raw[:20], reply)
+        assert d.http("/healthz")[0] == 200, "the daemon must survive bad requests"
+    finally:
+        assert d.stop() == 0
+
+
+@check
+def real_series_and_four_parallel_pushes(tmp):
+    if not os.path.isdir(HCC):
+        raise Skip("../shared/data/real-ct/hcc002-arterial-and-portal-venous is absent")
+    if QUICK:
+        raise Skip("large real series not run under the sanitizers")
+    files = files_in(HCC)
+    assert len(files) == 218
+    d = Daemon(tmp, config={"workers": 1}).start()
+    try:
+        results = [None] * 4
+
+        def push(k):
+            results[k] = storescu(d.port, files[k::4], aet=f"SCU{k}")
+        threads = [threading.Thread(target=push, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for k, (rc, out) in enumerate(results):
+            assert rc == 0 and successes(out) == len(files[k::4]), out[-2000:]
+        opened = d.events(name="assoc_open")
+        assert len({e["calling_ae"] for e in opened}) == 4
+        jobs = d.wait_jobs(1, timeout=300)
+        assert len(jobs) == 1, "one series, one job"
+        assert d.query("SELECT count(*) AS n FROM instances")[0]["n"] == 218
+        result = json.loads(jobs[0]["result_json"])
+        assert [a["acquisition_number"] for a in result] == [1, 2], result
+        assert [a["slices_used"] for a in result] == [109, 109]
+    finally:
+        assert d.stop() == 0
+
+
+@check
+def parallel_pushes_of_small_series(tmp):
+    d = Daemon(tmp, config={"workers": 2}).start()
+    try:
+        series = [make_series(os.path.join(tmp, f"s{k}"), 6, size=32) for k in range(4)]
+        results = [None] * 4
+
+        def push(k):
+            results[k] = storescu(d.port, series[k], aet=f"SCU{k}")
+        threads = [threading.Thread(target=push, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for rc, out in results:
+            assert rc == 0 and successes(out) == 6, out
+        jobs = d.wait_jobs(4)
+        assert len(jobs) == 4 and all(j["state"] == "done" for j in jobs), jobs
+        assert d.query("SELECT count(*) AS n FROM instances")[0]["n"] == 24
+    finally:
+        assert d.stop() == 0
+
+
+@check
+def kill9_sigterm_and_recovery(tmp):
+    files = make_series(os.path.join(tmp, "big"), 160, size=256)
+    d = Daemon(tmp, config={"shutdown_grace_seconds": 1, "inference_threads": 1}).start()
+    proc = subprocess.Popen(["storescu", "-v", "-aec", "CTPHASE", "127.0.0.1", str(d.port),
+                             *files], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if d.query("SELECT count(*) AS n FROM instances")[0]["n"] >= 30:
+            break
+        time.sleep(0.01)
+    d.kill9()
+    out, _ = proc.communicate(timeout=60)
+    acked = successes(out)
+    assert 30 <= acked < len(files), f"{acked} acknowledged: the kill came too late"
+    # Every acknowledged instance is in the database and on disk, intact.
+    for p in files[:acked]:
+        uid = pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID
+        rows = d.query("SELECT path FROM instances WHERE sop_instance_uid = ?", uid)
+        assert rows, f"acknowledged instance {uid} lost"
+        stored = pydicom.dcmread(os.path.join(d.data, rows[0]["path"]))
+        assert stored.PixelData == pydicom.dcmread(p).PixelData
+    # Restart: the leftovers of the interrupted store go, the series is processed.
+    d.start()
+    assert not os.listdir(os.path.join(d.data, "tmp"))
+    job = d.wait_event("job_start", timeout=60)
+    # SIGTERM during the job, with a 1 s grace: the job is re-queued.
+    t0 = time.time()
+    assert d.stop() == 0
+    assert time.time() - t0 < 15, "shutdown took longer than the grace time allows"
+    forced = d.events(name="shutdown_forced")
+    if forced:  # the job was still running when the grace time ended
+        assert forced[-1]["jobs_requeued"] == 1
+        assert d.query("SELECT state FROM jobs WHERE id = ?", job["job"])[0]["state"] == "queued"
+    d.start()
+    jobs = d.wait_jobs(1, timeout=180)
+    assert jobs[-1]["state"] == "done", jobs
+    stored = d.query("SELECT count(*) AS n FROM instances")[0]["n"]
+    assert stored >= acked
+    result = json.loads(jobs[-1]["result_json"])
+    assert result[0]["slices_used"] == stored, (result[0]["slices_used"], stored)
+    assert d.stop() == 0
+
+
+@check
+def disk_watermark_refuses_and_recovers(tmp):
+    files = make_series(os.path.join(tmp, "s"), 3, size=32)
+    d = Daemon(tmp, config={"min_free_bytes": 10 ** 15}).start()
+    try:
+        rc, out = storescu(d.port, files)
+        assert rc != 0 and out.count("Refused: OutOfResources") == 3, out
+        assert successes(out) == 0
+        assert d.query("SELECT count(*) AS n FROM instances")[0]["n"] == 0
+        left = [os.path.join(r, f) for r, _, fs in os.walk(d.data) for f in fs
+                if "instances" in r or r.endswith("tmp")]
+        assert not left, f"files left behind: {left}"
+        e = d.wait_event("store_refused")
+        assert e["status"] == "0xA700" and "watermark" in e["reason"]
+        # Space comes back (the watermark is lowered) and SIGHUP reloads it.
+        d.write_config({"min_free_bytes": 0})
+        offset = os.path.getsize(d.log)
+        d.signal(signal.SIGHUP)
+        d.wait_event("config_reloaded", offset=offset)
+        rc, out = storescu(d.port, files)
+        assert rc == 0 and successes(out) == 3, out
+        assert d.wait_jobs(1)[0]["state"] == "done"
+    finally:
+        assert d.stop() == 0
+
+
+@check
+def malformed_datasets_get_failure_status(tmp):
+    d = Daemon(tmp).start()
+    try:
+        src = os.path.join(TWO_ACQ, "1-0.dcm")
+        # storescu sends these; dcmodify makes them.
+        cases = {}
+        for name, args in (("bad-uid", ["-m", "(0008,0018)=1.2.3.abc"]),
+                           ("no-series", ["-e", "(0020,000e)"]),
+                           ("short-pixels", ["-m", "(0028,0010)=512"])):
+            p = os.path.join(tmp, name + ".dcm")
+            shutil.copy(src, p)
+            if name != "bad-uid":
+                args = args + ["-m", "(0008,0018)=" + generate_uid()]
+            subprocess.run(["dcmodify", "-nb", "-ie", *args, p], check=True,
+                           capture_output=True)
+            cases[name] = p
+        for name, p in cases.items():
+            rc, out = storescu(d.port, [p], extra=["-up"])
+            assert rc != 0 and successes(out) == 0, (name, out)
+            assert "Received Store Response" in out, (name, out)
+        # What storescu will not send: a CT dataset without SOPInstanceUID,
+        # and bytes that are no dataset at all.
+        ds = pydicom.dcmread(src)
+        good_uid = generate_uid()
+        raw = RawAssociation(d.port)
+        assert raw.accepted
+        del ds.SOPInstanceUID
+        assert raw.store(good_uid, dataset_bytes(ds)) in (0xA900, 0xC000)
+        assert raw.store(generate_uid(), os.urandom(3000)) in (0xA900, 0xC000)
+        assert raw.store(generate_uid(), b"\x08\x00\x18\x00UI\xff\xff") in (0xA900, 0xC000)
+        ds = pydicom.dcmread(src)
+        ds.SOPInstanceUID = good_uid
+        assert raw.store(good_uid, dataset_bytes(ds)) == 0, "a good one still succeeds"
+        raw.release()
+        refusals = d.events(name="store_refused")
+        assert len(refusals) >= 6, refusals
+        assert all(e.get("msg") or e.get("reason") for e in refusals)
+        assert d.query("SELECT count(*) AS n FROM instances")[0]["n"] == 1
+        assert echoscu(d.port)[0] == 0, "the daemon must keep serving"
+        assert not os.listdir(os.path.join(d.data, "tmp"))
+    finally:
+        assert d.stop() == 0
+
+
+@check
+def non_ct_dropped_or_refused(tmp):
+    ds = pydicom.dcmread(os.path.join(TWO_ACQ, "1-0.dcm"))
+    sc = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sc
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    p = os.path.join(tmp, "sc.dcm")
+    ds.save_as(p)
+    d = Daemon(tmp).start()
+    try:
+        rc, out = storescu(d.port, [p])
+        assert rc == 0 and successes(out) == 1, out  # acknowledged...
+        assert d.query("SELECT count(*) AS n FROM instances")[0]["n"] == 0  # ...dropped
+        d.write_config({"non_ct": "reject"})
+        offset = os.path.getsize(d.log)
+        d.signal(signal.SIGHUP)
+        d.wait_event("config_reloaded", offset=offset)
+        rc, out = storescu(d.port, [p])
+        assert rc != 0 and successes(out) == 0, out
+    finally:
+        assert d.stop() == 0
+
+
+@check
+def retention_removes_files_keeps_records(tmp):
+    d = Daemon(tmp, config={"retention_seconds": 0}).start()
+    try:
+        files = make_series(os.path.join(tmp, "s"), 4, size=32)
+        assert storescu(d.port, files)[0] == 0
+        d.wait_jobs(1)
+        d.wait_event("retention_removed")
+        rows = d.query("SELECT * FROM instances")
+        assert len(rows) == 4 and all(r["removed_at"] for r in rows)
+        assert not any(os.path.exists(os.path.join(d.data, r["path"])) for r in rows)
+        assert d.query("SELECT files_removed FROM series")[0]["files_removed"] == 1
+        assert d.query("SELECT state FROM jobs")[0]["state"] == "done"
+    finally:
+        assert d.stop() == 0
+
+
+@check
+def jobs_cli(tmp):
+    p = subprocess.run([CTPHASE, "jobs", "--help"], capture_output=True, text=True)
+    if p.returncode != 0 or "usage: ctphase jobs" not in p.stdout:
+        raise Skip("`ctphase jobs` is not wired into src/cli/main.c in this build")
+    d = Daemon(tmp).start()
+    try:
+        files = make_series(os.path.join(tmp, "s"), 3, size=32)
+        assert storescu(d.port, files)[0] == 0
+        job = d.wait_jobs(1)[0]
+        p = subprocess.run([CTPHASE, "jobs", "list", "--data-dir", d.data],
+                           capture_output=True, text=True)
+        assert p.returncode == 0 and "done" in p.stdout and job["series_uid"] in p.stdout, p
+        p = subprocess.run([CTPHASE, "jobs", "list", "--json", "--data-dir", d.data],
+                           capture_output=True, text=True)
+        assert json.loads(p.stdout)[0]["id"] == job["id"]
+        p = subprocess.run([CTPHASE, "jobs", "show", str(job["id"]), "--data-dir", d.data],
+                           capture_output=True, text=True)
+        assert p.returncode == 0 and json.loads(p.stdout)["result"][0]["slices_used"] == 3
+        p = subprocess.run([CTPHASE, "jobs", "retry", str(job["id"]), "--data-dir", d.data],
+                           capture_output=True, text=True)
+        assert p.returncode == 0 and "queued" in p.stdout, p
+        jobs = d.wait_jobs(2)
+        assert [j["state"] for j in jobs] == ["done", "done"]
+        p = subprocess.run([CTPHASE, "jobs", "show", "999", "--data-dir", d.data],
+                           capture_output=True, text=True)
+        assert p.returncode == 1 and "999" in p.stderr
+        p = subprocess.run([CTPHASE, "jobs", "list", "--data-dir", os.path.join(tmp, "none")],
+                           capture_output=True, text=True)
+        assert p.returncode == 1
+    finally:
+        assert d.stop() == 0
+
+
+@final
+def logs_have_no_patient_data(tmp):
+    """Every log line of this run is JSON and carries no PatientName,
+    PatientID or PatientBirthDate of the data that was sent."""
+    sources = files_in(TWO_ACQ) + [make_series(os.path.join(tmp, "s"), 1)[0]]
+    if os.path.isdir(HCC):
+        sources.append(files_in(HCC)[0])
+    phi = set()
+    for p in sources:
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        for key in ("PatientName", "PatientID", "PatientBirthDate"):
+            v = str(ds.get(key, "") or "")
+            if len(v) >= 4:
+                phi.add(v)
+    assert phi, "no patient attributes to look for"
+    lines = 0
+    for log in LOGS:
+        if not os.path.exists(log):
+            continue
+        with open(log) as f:
+            for line in f:
+                json.loads(line)
+                lines += 1
+                for v in phi:
+                    assert v not in line, f"{log}: patient data {v!r} in: {line}"
+    assert lines > 100, f"only {lines} log lines: the checks did not run?"
+
+
+def main():
+    passed = failed = skipped = 0
+    if not os.path.exists(CTPHASED):
+        print(f"FAIL    service_build: {CTPHASED} is missing")
+        print("0 passed, 1 failed, 0 skipped")
+        return 1
+    keep = tempfile.mkdtemp(prefix="ctphased-test-")
+    for fn in CHECKS + FINAL:
+        tmp = tempfile.mkdtemp(dir=keep)
+        t0 = time.time()
+        try:
+            fn(tmp) if fn.__code__.co_argcount else fn()
+            passed += 1
+            print(f"ok      service_{fn.__name__} ({time.time() - t0:.1f} s)", flush=True)
+        except Skip as e:
+            skipped += 1
+            print(f"skip    service_{fn.__name__}: skipped: {e}", flush=True)
+        except Exception:
+            failed += 1
+            print(f"FAIL    service_{fn.__name__}", flush=True)
+            traceback.print_exc(file=sys.stdout)
+            for log in LOGS[-1:]:
+                if os.path.exists(log):
+                    print("--- last lines of", log)
+                    print("".join(open(log).readlines()[-15:]))
+        # A daemon that a failed check left running is stopped by its PID.
+        for dm in DAEMONS:
+            if dm.proc and dm.proc.poll() is None:
+                dm.proc.kill()
+                dm.proc.wait()
+    if not failed:
+        shutil.rmtree(keep, ignore_errors=True)
+    else:
+        print(f"(test folders kept in {keep})")
+    print(f"{passed} passed, {failed} failed, {skipped} skipped")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,6 +26,10 @@ int cmd_forward(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_scan(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_phantom(int argc, char **argv);
+int cmd_explain(int argc, char **argv);
+int cmd_masktest(int argc, char **argv);
+int cmd_jobs(int argc, char **argv);
 
 struct ctp_model;
 /* Loads --model, else $CTPHASE_MODEL, else the bundled model; prints why

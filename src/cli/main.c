@@ -19,6 +19,9 @@ static const char *usage =
     "  forward                run the network on standardised slices (.npy)\n"
     "  predict PATH...        the phase of each DICOM series under PATH\n"
     "  scan ROOT --csv OUT    the phase of every series in a tree, as CSV\n"
+    "  explain                explanation maps (saliency, guided, CAM, Grad-CAM, SAM)\n"
+    "  masktest               the paper's masking-specificity test of the maps\n"
+    "  phantom --out DIR      synthetic abdominal CT series with known phase\n"
     "  train                  train the classifier (phantom or labelled DICOM)\n"
     "  version                print the version\n"
     "\n"
@@ -75,6 +78,9 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "predict")) return cmd_predict(argc - 1, argv + 1);
   if (!strcmp(cmd, "scan")) return cmd_scan(argc - 1, argv + 1);
   if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
+  if (!strcmp(cmd, "phantom")) return cmd_phantom(argc - 1, argv + 1);
+  if (!strcmp(cmd, "explain")) return cmd_explain(argc - 1, argv + 1);
+  if (!strcmp(cmd, "masktest")) return cmd_masktest(argc - 1, argv + 1);
   fprintf(stderr, "ctphase: unknown command '%s'\n\n%s", cmd, usage);
   return 2;
 }
