@@ -57,6 +57,8 @@ fi
 export CTPHASE_SOURCE_ROOT=$ROOT
 suite "unit (release)" build/tests/ctphase-tests
 suite "cli (release)" /usr/bin/python3 tests/cli_test.py build
+suite "phantom (release)" /usr/bin/python3 tests/phantom_test.py build
+suite "explain (release)" /usr/bin/python3 tests/explain_test.py build
 
 if [ "$ASAN" = 1 ]; then
   if build build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false; then

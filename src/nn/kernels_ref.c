@@ -92,12 +92,18 @@ static float conv_at(const float *inp, const float *w, const float *b, int H,
   return relu && !(s > 0.0f) ? 0.0f : s;
 }
 
-/* The definition: act from conv3x3_forward_ref, and each pooled output the
- * first maximum of its four convolution outputs in row-major order. */
+/* The definition: the convolution, then the pool. With act, literally;
+ * without, each pooled output is the first maximum of its four convolution
+ * outputs in row-major order, computed one channel at a time (the same sums
+ * in the same order as conv3x3_forward_ref). */
 void conv3x3_pool_forward_ref(float *out, float *act, const float *inp,
                               const float *w, const float *b, int N, int H,
                               int W, int C, int K, int relu, int threads) {
-  if (act) conv3x3_forward_ref(act, inp, w, b, N, H, W, C, K, relu, threads);
+  if (act) {
+    conv3x3_forward_ref(act, inp, w, b, N, H, W, C, K, relu, threads);
+    maxpool2_forward(out, act, N, H, W, K, threads);
+    return;
+  }
   int Ho = H / 2, Wo = W / 2;
   #pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
   for (int n = 0; n < N; n++)
