@@ -6,6 +6,8 @@
 
 #include "ctphase/error.h"
 #include "ctphase/predict.h"
+#include <stdint.h>
+
 #include "test.h"
 
 #define FIX_MODEL "tests/reference/fixtures/b2_64_c1/model.safetensors"
@@ -105,7 +107,7 @@ TEST_IMPL(preprocess_body_mask) {
   enum { N = 64 };
   float hu[N * N];
   unsigned char mask[N * N];
-  int scratch[N * N];
+  int *scratch = malloc(ctp_body_mask_scratch(N, N) * sizeof(int));
   for (int y = 0; y < N; y++)
     for (int x = 0; x < N; x++) {
       float d = hypotf(x - 30.0f, y - 28.0f);
@@ -133,6 +135,42 @@ TEST_IMPL(preprocess_body_mask) {
   /* An empty slice is all air. */
   for (int i = 0; i < N * N; i++) hu[i] = -1000.0f;
   ASSERT_EQ_INT(ctp_body_mask(hu, N, N, CTP_BODY_THRESHOLD_HU, mask, scratch), 0);
+  free(scratch);
+  return 0;
+}
+
+/* The run-based mask against the flood-fill reference, on random blobs with
+ * holes, diagonal contacts and islands, and on a real slice. */
+TEST_IMPL(preprocess_body_mask_matches_reference) {
+  int sizes[4][2] = {{64, 64}, {37, 91}, {128, 17}, {1, 50}};
+  uint32_t seed = 12345;
+  for (int t = 0; t < 40; t++) {
+    int rows = sizes[t % 4][0], cols = sizes[t % 4][1];
+    size_t n = (size_t)rows * cols;
+    float *hu = malloc(n * sizeof(float));
+    unsigned char *a = malloc(n), *b = malloc(n);
+    int *scratch = malloc(ctp_body_mask_scratch(rows, cols) * sizeof(int));
+    /* Random disks of tissue and of air. */
+    for (size_t i = 0; i < n; i++) hu[i] = -1000.0f;
+    for (int k = 0; k < 12; k++) {
+      seed = seed * 1664525u + 1013904223u;
+      float cy = (float)(seed % rows), cx = (float)((seed >> 8) % cols);
+      float rad = 1.0f + (float)((seed >> 16) % 12);
+      float v = (k % 3 == 2) ? -1000.0f : 50.0f;
+      for (int y = 0; y < rows; y++)
+        for (int x = 0; x < cols; x++)
+          if (hypotf(y - cy, x - cx) < rad) hu[(size_t)y * cols + x] = v;
+    }
+    for (size_t i = 0; i < n; i++) {
+      seed = seed * 1664525u + 1013904223u;
+      if (seed % 29 == 0) hu[i] = 100.0f; /* isolated specks */
+    }
+    size_t na = ctp_body_mask(hu, rows, cols, -500.0f, a, scratch);
+    size_t nb = ctp__body_mask_ref(hu, rows, cols, -500.0f, b, scratch);
+    ASSERT_EQ_INT(na, nb);
+    ASSERT(memcmp(a, b, n) == 0);
+    free(hu); free(a); free(b); free(scratch);
+  }
   return 0;
 }
 

@@ -50,10 +50,17 @@ const char *ctp_phase_name(int phase);
 
 /* --- preprocessing -------------------------------------------------- */
 
-/* Marks the body: mask[i] = 1 inside. scratch holds rows*cols ints.
- * Returns the number of body voxels. */
+/* Marks the body: mask[i] = 1 inside. scratch holds
+ * ctp_body_mask_scratch(rows, cols) ints. Returns the number of body
+ * voxels. */
 size_t ctp_body_mask(const float *hu, int rows, int cols, float threshold_hu,
                      unsigned char *mask, int *scratch);
+size_t ctp_body_mask_scratch(int rows, int cols);
+/* The same by pixel-wise flood fills: the reference the fast one is tested
+ * against (internal). */
+size_t ctp__body_mask_ref(const float *hu, int rows, int cols,
+                          float threshold_hu, unsigned char *mask,
+                          int *scratch);
 /* Bilinear resampling with pixel centres aligned (PyTorch's
  * align_corners=False). */
 void ctp_resample_bilinear(const float *src, int sh, int sw, float *dst,
