@@ -8,22 +8,23 @@
  * of every convolution of one 512x512 forward (layers 1a..6), of the
  * input-gradient convolutions a backward pass runs through the same
  * forward kernel, and of the weight-gradient kernel, each the best of
- * `reps` runs (default 5; the machine is shared, so best-of-N is the
- * number that means something). It then sums the best times of the forward
- * layers into the convolution time of one slice. For the layers followed by
- * a max-pool it also times conv3x3_forward + maxpool2_forward against the
- * fused conv3x3_pool_forward, with and without keeping the full-size
- * activation, and each block of the network (conv, conv, pool) unfused
- * against conv3x3_block_forward. The "ref" set is slow, so it runs the network at 128x128 and
- * its per-slice times are scaled by 16.
+ * `reps` runs (default 5; the machine is shared, so best-of-N is the number
+ * that means something). It sums the best times of the forward layers into
+ * the convolution time of one slice. For the layers followed by a max-pool
+ * it times conv3x3_forward + maxpool2_forward against the fused
+ * conv3x3_pool_forward, with and without keeping the full-size activation,
+ * and each block of the network (conv, conv, pool) unfused against
+ * conv3x3_block_forward. The "ref" set is slow, so it runs the network at
+ * 128x128 and its per-slice times are scaled by 16.
  *
  * Last, it measures OpenBLAS sgemm (2048^3, 1 and 2 threads) as the
  * machine's practical peak, and the FMA peak itself (independent chains of
- * AVX-512 FMAs in registers), which on a shared machine moves with the load
- * of the other tenants: compare GFLOP/s against the peak of the same run. OpenBLAS 0.3.21 does not know this CPU model
- * and would fall back to its Prescott (SSE3) kernels, so unless
- * OPENBLAS_CORETYPE is set the program sets it to SkylakeX and re-executes
- * itself (the choice is made when the library loads).
+ * AVX-512 FMAs in registers), which on a shared machine moves with the
+ * load of the other tenants: compare GFLOP/s against the peak of the same
+ * run. OpenBLAS 0.3.21 does not know this CPU model and would fall back to
+ * its Prescott (SSE3) kernels, so unless OPENBLAS_CORETYPE is set the
+ * program sets it (SkylakeX, or Haswell without AVX-512) and re-executes
+ * itself: the choice is made when the library loads.
  */
 #include "nn/kernels.h"
 
@@ -127,7 +128,8 @@ static double time_conv_pool(const ctp_kernels *ks, int how, int H, int W,
 static double time_block(const ctp_kernels *ks, int how, int S, int C, int K1,
                          int K2, int threads, int reps) {
   float *inp = rnd_buf((size_t)S * S * C), *a = rnd_buf((size_t)S * S * K1);
-  float *bact = rnd_buf((size_t)S * S * K2), *out = rnd_buf((size_t)S * S * K2 / 4);
+  float *bact = rnd_buf((size_t)S * S * K2);
+  float *out = rnd_buf((size_t)S * S * K2 / 4);
   float *wa = rnd_buf((size_t)9 * C * K1), *ba = rnd_buf((size_t)K1);
   float *wb = rnd_buf((size_t)9 * K1 * K2), *bb = rnd_buf((size_t)K2);
   double best = 1e30;
@@ -212,8 +214,8 @@ static void bench_set(const ctp_kernels *ks, int threads, int reps) {
   }
   double t6 = time_conv(ks, FWD, layers[10].S / div, layers[10].S / div,
                         layers[10].C, layers[10].K, threads, reps);
-  printf("per 512x512 slice, all convs and pools: unfused %.2f ms; blocks fused "
-         "keeping act %.2f ms; blocks fused, no act %.2f ms\n",
+  printf("per 512x512 slice, all convs and pools: unfused %.2f ms; blocks "
+         "fused keeping act %.2f ms; blocks fused, no act %.2f ms\n",
          1e3 * (blk[UNFUSED] + t6) * scale, 1e3 * (blk[FUSED_ACT] + t6) * scale,
          1e3 * (blk[FUSED] + t6) * scale);
 }
@@ -264,7 +266,8 @@ static void bench_sgemm(int n, int threads, int reps) {
     if (r > 0 && t < best) best = t;
   }
   printf("OpenBLAS sgemm %dx%dx%d, %d thread%s: %.1f GFLOP/s\n", n, n, n,
-         threads, threads > 1 ? "s" : "", 2.0 * n * n * (double)n / best * 1e-9);
+         threads, threads > 1 ? "s" : "",
+         2.0 * n * n * (double)n / best * 1e-9);
   free(a); free(b); free(c);
 }
 
@@ -293,7 +296,8 @@ int main(int argc, char **argv) {
     for (int threads = 1; threads <= 2; threads++) bench_set(ks, threads, reps);
   }
   printf("\nOpenBLAS core: %s\n", openblas_get_corename());
-  for (int threads = 1; threads <= 2; threads++) bench_sgemm(2048, threads, reps);
+  for (int threads = 1; threads <= 2; threads++)
+    bench_sgemm(2048, threads, reps);
   for (int threads = 1; threads <= 2; threads++) bench_fma_peak(threads, reps);
   return 0;
 }

@@ -59,6 +59,7 @@ suite "unit (release)" build/tests/ctphase-tests
 suite "cli (release)" /usr/bin/python3 tests/cli_test.py build
 suite "phantom (release)" /usr/bin/python3 tests/phantom_test.py build
 suite "explain (release)" /usr/bin/python3 tests/explain_test.py build
+suite "service (release)" /usr/bin/python3 tests/service_test.py build
 
 if [ "$ASAN" = 1 ]; then
   if build build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false; then
@@ -67,6 +68,7 @@ if [ "$ASAN" = 1 ]; then
     export LSAN_OPTIONS=suppressions=$ROOT/tests/lsan.supp:print_suppressions=0
     suite "unit (asan+ubsan)" build-asan/tests/ctphase-tests
     CTPHASE_TEST_QUICK=1 suite "cli (asan+ubsan)" /usr/bin/python3 tests/cli_test.py build-asan
+    CTPHASE_TEST_QUICK=1 suite "service (asan+ubsan)" /usr/bin/python3 tests/service_test.py build-asan
   else
     echo "sanitizer build failed"
     total_fail=$((total_fail + 1))

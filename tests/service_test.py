@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """service_test.py — ctphased, run as a PACS router would meet it.
 
-Usage: tests/service_test.py BUILD_DIR
+Usage: tests/service_test.py BUILD_DIR [NAME...]
+(with names, only the checks whose names contain one of them)
 
 Each check starts its own ctphased (port 0, so the kernel picks a free
 port that the daemon logs; its own temporary data dir; stable_seconds 1)
@@ -352,6 +353,10 @@ def config_schema_matches_file(tmp):
         example = json.load(f)
     errors = list(v.iter_errors(example))
     assert not errors, "deploy/ctphased.example.json: " + errors[0].message
+    with open(os.path.join(ROOT, "docs", "operations.md")) as f:
+        doc = f.read()
+    missing = [k for k in printed["properties"] if f"`{k}`" not in doc]
+    assert not missing, f"docs/operations.md does not document {missing}"
     # An empty file is valid and --check-config prints every key.
     empty = os.path.join(tmp, "empty.json")
     open(empty, "w").write("{}")
@@ -580,13 +585,13 @@ def kill9_sigterm_and_recovery(tmp):
                             text=True)
     deadline = time.time() + 60
     while time.time() < deadline:
-        if d.query("SELECT count(*) AS n FROM instances")[0]["n"] >= 30:
+        if d.query("SELECT count(*) AS n FROM instances")[0]["n"] >= 100:
             break
         time.sleep(0.01)
     d.kill9()
     out, _ = proc.communicate(timeout=60)
     acked = successes(out)
-    assert 30 <= acked < len(files), f"{acked} acknowledged: the kill came too late"
+    assert 100 <= acked < len(files), f"{acked} acknowledged: the kill came too late"
     # Every acknowledged instance is in the database and on disk, intact.
     for p in files[:acked]:
         uid = pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID
@@ -603,8 +608,7 @@ def kill9_sigterm_and_recovery(tmp):
     assert d.stop() == 0
     assert time.time() - t0 < 15, "shutdown took longer than the grace time allows"
     forced = d.events(name="shutdown_forced")
-    if forced:  # the job was still running when the grace time ended
-        assert forced[-1]["jobs_requeued"] == 1
+    if forced and forced[-1]["jobs_requeued"]:  # still running after the grace time
         assert d.query("SELECT state FROM jobs WHERE id = ?", job["job"])[0]["state"] == "queued"
     d.start()
     jobs = d.wait_jobs(1, timeout=180)
@@ -796,7 +800,10 @@ def main():
         print("0 passed, 1 failed, 0 skipped")
         return 1
     keep = tempfile.mkdtemp(prefix="ctphased-test-")
+    wanted = sys.argv[2:]
     for fn in CHECKS + FINAL:
+        if wanted and not any(w in fn.__name__ for w in wanted):
+            continue
         tmp = tempfile.mkdtemp(dir=keep)
         t0 = time.time()
         try:

@@ -99,7 +99,8 @@ static int check_backward_weight(const ctp_kernels *ks, int N, int H, int W,
   size_t nw = (size_t)9 * C * K;
   float *inp = rnd_buf(ni), *dout = rnd_buf(no), *dw0 = rnd_buf(nw);
   float *db0 = rnd_buf(K);
-  float *dw_want = malloc(nw * sizeof(float)), *db_want = malloc(K * sizeof(float));
+  float *dw_want = malloc(nw * sizeof(float));
+  float *db_want = malloc(K * sizeof(float));
   float *dw = malloc(nw * sizeof(float)), *db = malloc(K * sizeof(float));
   float *dw2 = malloc(nw * sizeof(float)), *db2 = malloc(K * sizeof(float));
   int rc = 1;
@@ -145,16 +146,19 @@ static int check_pool_forward(const ctp_kernels *ks, int N, int H, int W,
   size_t ni = (size_t)N * H * W * C, na = (size_t)N * H * W * K;
   size_t np = (size_t)N * (H / 2) * (W / 2) * K;
   float *inp = rnd_buf(ni), *w = rnd_buf((size_t)9 * C * K), *b = rnd_buf(K);
-  float *act_want = malloc(na * sizeof(float)), *act = malloc(na * sizeof(float));
+  float *act_want = malloc(na * sizeof(float));
+  float *act = malloc(na * sizeof(float));
   float *want = malloc((np ? np : 1) * sizeof(float));
   float *same = malloc((np ? np : 1) * sizeof(float));
   float *got = malloc((np ? np : 1) * sizeof(float));
   int rc = 1;
-  if (!inp || !w || !b || !act_want || !act || !want || !same || !got) goto done;
+  if (!inp || !w || !b || !act_want || !act || !want || !same || !got)
+    goto done;
   const float *bp = bias ? b : NULL;
   char what[160];
   snprintf(what, sizeof what,
-           "%s pool forward N=%d H=%d W=%d C=%d K=%d relu=%d bias=%d threads=%d",
+           "%s pool forward N=%d H=%d W=%d C=%d K=%d relu=%d bias=%d "
+           "threads=%d",
            ks->name, N, H, W, C, K, relu, bias, threads);
   conv3x3_forward_ref(act_want, inp, w, bp, N, H, W, C, K, relu, 1);
   maxpool2_forward(want, act_want, N, H, W, K, 1);
@@ -210,10 +214,14 @@ static int check_block_forward(const ctp_kernels *ks, int N, int H, int W,
   size_t nb = (size_t)N * H * W * K2, np = (size_t)N * (H / 2) * (W / 2) * K2;
   const ctp_kernels *ref = ctp_kernels_ref();
   float *inp = rnd_buf(ni), *wa = rnd_buf((size_t)9 * C * K1);
-  float *wb = rnd_buf((size_t)9 * K1 * K2), *ba = rnd_buf(K1), *bb = rnd_buf(K2);
-  float *a_want = malloc(na * sizeof(float)), *b_want = malloc(nb * sizeof(float));
-  float *a_same = malloc(na * sizeof(float)), *b_same = malloc(nb * sizeof(float));
-  float *act_a = malloc(na * sizeof(float)), *act_b = malloc(nb * sizeof(float));
+  float *wb = rnd_buf((size_t)9 * K1 * K2);
+  float *ba = rnd_buf(K1), *bb = rnd_buf(K2);
+  float *a_want = malloc(na * sizeof(float));
+  float *b_want = malloc(nb * sizeof(float));
+  float *a_same = malloc(na * sizeof(float));
+  float *b_same = malloc(nb * sizeof(float));
+  float *act_a = malloc(na * sizeof(float));
+  float *act_b = malloc(nb * sizeof(float));
   float *want = malloc((np ? np : 1) * sizeof(float));
   float *same = malloc((np ? np : 1) * sizeof(float));
   float *got = malloc((np ? np : 1) * sizeof(float));
@@ -253,7 +261,8 @@ static int check_block_forward(const ctp_kernels *ks, int N, int H, int W,
       }
     if ((pa && memcmp(act_a, a_same, na * sizeof(float)) != 0) ||
         (pb && memcmp(act_b, b_same, nb * sizeof(float)) != 0)) {
-      fprintf(stderr, "%s: act_a or act_b differs from conv3x3_forward\n", what);
+      fprintf(stderr, "%s: act_a or act_b differs from conv3x3_forward\n",
+              what);
       goto done;
     }
   }
@@ -290,7 +299,8 @@ static int check_forward_all(const ctp_kernels *ks) {
   int i = 0;
   for (size_t p = 0; p < NELEM(fwd_pairs); p++)
     for (size_t s = 0; s < NELEM(sizes); s++, i++) {
-      int N = i % 2 ? 3 : 1, relu = (i / 2) % 2, bias = (i / 4) % 2 == (int)(p % 2);
+      int N = i % 2 ? 3 : 1, relu = (i / 2) % 2;
+      int bias = (i / 4) % 2 == (int)(p % 2);
       if (check_forward(ks, N, sizes[s].H, sizes[s].W, fwd_pairs[p].C,
                         fwd_pairs[p].K, relu, bias))
         return 1;
@@ -335,7 +345,8 @@ TEST_IMPL(kernels_select) {
 TEST_IMPL(kernels_conv_input_gradient) {
   const char *names[] = {"ref", "avx2", "avx512"};
   const int N = 2, H = 7, W = 9, C = 3, K = 16;
-  float *oihw = rnd_buf((size_t)K * C * 9), *dout = rnd_buf((size_t)N * H * W * K);
+  float *oihw = rnd_buf((size_t)K * C * 9);
+  float *dout = rnd_buf((size_t)N * H * W * K);
   float *packed = malloc((size_t)K * C * 9 * sizeof(float));
   float *want = calloc((size_t)N * H * W * C, sizeof(float));
   float *got = malloc((size_t)N * H * W * C * sizeof(float));

@@ -6,3 +6,4 @@
 #include "list-predict.h"
 #include "list-explain.h"
 #include "list-service.h"
+#include "list-metrics.h"

@@ -110,9 +110,11 @@ bool is_ct_image_class(const std::string &uid) {
          uid == UID_LegacyConvertedEnhancedCTImageStorage;
 }
 
-/* A DcmConsumer writing to a file descriptor. It never reports failure to
- * DCMTK: the first error is kept (err) and later data is counted and
- * dropped, so that the network side reads the dataset to its end. */
+/* A DcmConsumer writing to a file descriptor, through a buffer (the meta
+ * header arrives in many tiny pieces; dataset fragments are large and go
+ * straight through). It never reports failure to DCMTK: the first error
+ * is kept (err) and later data is counted and dropped, so that the
+ * network side reads the dataset to its end. finish() flushes. */
 class FdConsumer : public DcmConsumer {
  public:
   explicit FdConsumer(int fd) : fd_(fd) {}
@@ -121,28 +123,40 @@ class FdConsumer : public DcmConsumer {
   OFBool isFlushed() const override { return OFTrue; }
   offile_off_t avail() const override { return 1 << 30; }
   offile_off_t write(const void *buf, offile_off_t len) override {
-    const char *p = static_cast<const char *>(buf);
-    offile_off_t left = len;
+    bytes += (uint64_t)len;
+    if (fill_ + (size_t)len > sizeof buf_) finish();
+    if ((size_t)len >= sizeof buf_) put(static_cast<const char *>(buf), (size_t)len);
+    else {
+      memcpy(buf_ + fill_, buf, (size_t)len);
+      fill_ += (size_t)len;
+    }
+    return len;
+  }
+  void flush() override {}
+  void finish() {
+    put(buf_, fill_);
+    fill_ = 0;
+  }
+
+  int err = 0;
+  uint64_t bytes = 0;
+
+ private:
+  void put(const char *p, size_t left) {
     while (!err && left > 0) {
-      ssize_t w = ::write(fd_, p, (size_t)left);
+      ssize_t w = ::write(fd_, p, left);
       if (w < 0) {
         if (errno == EINTR) continue;
         err = errno;
         break;
       }
       p += w;
-      left -= w;
+      left -= (size_t)w;
     }
-    bytes += (uint64_t)len;
-    return len;
   }
-  void flush() override {}
-
-  int err = 0;
-  uint64_t bytes = 0;
-
- private:
   int fd_;
+  char buf_[16384];
+  size_t fill_ = 0;
 };
 
 class FdStream : public DcmOutputStream {
@@ -482,6 +496,7 @@ unsigned receive_to_file(ctp_scp *s, ScpConn *c, T_ASC_Association *assoc,
   *net = DIMSE_receiveDataSetInFile(assoc, DIMSE_NONBLOCKING, s->dimse_timeout,
                                     &pid2, &stream, nullptr, nullptr);
   *t_recv = now_s() - t0;
+  if (fd >= 0) consumer.finish();
   c->st.bytes += consumer.bytes - meta_bytes;
   *size = consumer.bytes;
   int err = consumer.err;

@@ -244,7 +244,8 @@ AVX2 static void pool_row(float *o, const float *a, const float *b, int W,
     float *ox = o + (size_t)x * K;
     int k = 0;
     for (; k + 8 <= K; k += 8) {
-      __m256 m = _mm256_max_ps(_mm256_loadu_ps(a0 + k), _mm256_loadu_ps(a0 + K + k));
+      __m256 m = _mm256_max_ps(_mm256_loadu_ps(a0 + k),
+                               _mm256_loadu_ps(a0 + K + k));
       m = _mm256_max_ps(m, _mm256_loadu_ps(b0 + k));
       m = _mm256_max_ps(m, _mm256_loadu_ps(b0 + K + k));
       _mm256_storeu_ps(ox + k, m);

@@ -297,7 +297,8 @@ AVX512 static void pool_row(float *o, const float *a, const float *b, int W,
     float *ox = o + (size_t)x * K;
     int k = 0;
     for (; k + 16 <= K; k += 16) {
-      __m512 m = _mm512_max_ps(_mm512_loadu_ps(a0 + k), _mm512_loadu_ps(a0 + K + k));
+      __m512 m = _mm512_max_ps(_mm512_loadu_ps(a0 + k),
+                               _mm512_loadu_ps(a0 + K + k));
       m = _mm512_max_ps(m, _mm512_loadu_ps(b0 + k));
       m = _mm512_max_ps(m, _mm512_loadu_ps(b0 + K + k));
       _mm512_storeu_ps(ox + k, m);
@@ -370,7 +371,8 @@ INLINE AVX512 void bw_block(float *dwp, const float *ip, const float *dj,
     for (int cb = 0; cb < CB; cb++)
 #pragma GCC unroll 16
       for (int v = 0; v < KV; v++)
-        acc[kx][cb][v] = _mm512_loadu_ps(dwp + kx * ts + (size_t)cb * K + 16 * v);
+        acc[kx][cb][v] =
+            _mm512_loadu_ps(dwp + kx * ts + (size_t)cb * K + 16 * v);
   /* d0, d1, d2: dout at x = q-1, q, q+1 (padded pixels q, q+1, q+2). */
   __m512 d0[2], d1[2], d2[2];
 #pragma GCC unroll 16
@@ -405,7 +407,8 @@ INLINE AVX512 void bw_block(float *dwp, const float *ip, const float *dj,
     for (int cb = 0; cb < CB; cb++)
 #pragma GCC unroll 16
       for (int v = 0; v < KV; v++)
-        _mm512_storeu_ps(dwp + kx * ts + (size_t)cb * K + 16 * v, acc[kx][cb][v]);
+        _mm512_storeu_ps(dwp + kx * ts + (size_t)cb * K + 16 * v,
+                         acc[kx][cb][v]);
 }
 
 /* Channel blocks of CBMAX, then halving blocks for the remainder. */

@@ -367,8 +367,8 @@ static int conv_driver_block_forward(const conv_isa *isa, float *out,
         /* First pooled row of this thread in image n: the rows of act_a
          * it owns are those of its pooled rows, and with odd H the last
          * row too when it has the last pooled row. */
-        long last = p1 - 1 < (long)(n + 1) * Ho - 1 ? p1 - 1 : (long)(n + 1) * Ho - 1;
-        int py_hi = (int)(last - (long)n * Ho) + 1;
+        long end = p1 < (long)(n + 1) * Ho ? p1 : (long)(n + 1) * Ho;
+        int py_hi = (int)(end - (long)n * Ho);
         bt.own_lo = (long)n * H + 2 * py;
         bt.own_hi = (long)n * H + 2 * py_hi + (H % 2 && py_hi == Ho);
       }
@@ -383,8 +383,7 @@ static int conv_driver_block_forward(const conv_isa *isa, float *out,
        * of act_a was made for row H-2 above.) */
       if (H % 2 && py == Ho - 1 && act_b) {
         long r = (long)n * H + H - 1;
-        conv_block_b_row(&bt, n, H - 1,
-                         act_b ? act_b + (size_t)r * W * K2 : bt.rowbuf);
+        conv_block_b_row(&bt, n, H - 1, act_b + (size_t)r * W * K2);
       }
     }
     /* H = 1: no pool window at all, only the activations. */
@@ -393,7 +392,8 @@ static int conv_driver_block_forward(const conv_isa *isa, float *out,
       for (int n = 0; n < N; n++) {
         bt.own_lo = n;
         bt.own_hi = n + 1;
-        conv_block_b_row(&bt, n, 0, act_b ? act_b + (size_t)n * W * K2 : bt.rowbuf);
+        conv_block_b_row(&bt, n, 0,
+                         act_b ? act_b + (size_t)n * W * K2 : bt.rowbuf);
       }
     }
   }

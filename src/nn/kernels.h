@@ -50,13 +50,13 @@ typedef void (*conv3x3_backward_weight_fn)(float *dw,        /* (3,3,C,K) */
  * the full-size output through memory (the fast sets pool two rows while
  * they are in cache). Odd H or W: the last row or column is left out of the
  * pool, as in maxpool2_forward. */
-typedef void (*conv3x3_pool_forward_fn)(float *out,       /* (N,H/2,W/2,K) */
-                                        float *act,       /* (N,H,W,K) or NULL */
-                                        const float *inp, /* (N,H,W,C) */
-                                        const float *w,   /* (3,3,C,K) */
-                                        const float *b,   /* (K) or NULL */
-                                        int N, int H, int W, int C, int K,
-                                        int relu, int threads);
+typedef void (*conv3x3_pool_forward_fn)(
+    float *out,       /* (N,H/2,W/2,K) */
+    float *act,       /* (N,H,W,K) or NULL */
+    const float *inp, /* (N,H,W,C) */
+    const float *w,   /* (3,3,C,K) */
+    const float *b,   /* (K) or NULL */
+    int N, int H, int W, int C, int K, int relu, int threads);
 
 /* One block of the network (1a,1b,pool ... 5a,5b,pool), fused:
  *   act_a = relu(conv3x3(inp, wa) + ba)      C -> K1
@@ -69,16 +69,16 @@ typedef void (*conv3x3_pool_forward_fn)(float *out,       /* (N,H/2,W/2,K) */
  * maxpool2_forward of the same set. Returns 0, or CTP_ENOMEM when scratch
  * memory could not be had (the reference needs a full-size act_a when the
  * caller passes none). */
-typedef int (*conv3x3_block_forward_fn)(float *out,       /* (N,H/2,W/2,K2) */
-                                        float *act_a,     /* (N,H,W,K1) or NULL */
-                                        float *act_b,     /* (N,H,W,K2) or NULL */
-                                        const float *inp, /* (N,H,W,C) */
-                                        const float *wa,  /* (3,3,C,K1) */
-                                        const float *ba,  /* (K1) or NULL */
-                                        const float *wb,  /* (3,3,K1,K2) */
-                                        const float *bb,  /* (K2) or NULL */
-                                        int N, int H, int W, int C, int K1,
-                                        int K2, int threads);
+typedef int (*conv3x3_block_forward_fn)(
+    float *out,       /* (N,H/2,W/2,K2) */
+    float *act_a,     /* (N,H,W,K1) or NULL */
+    float *act_b,     /* (N,H,W,K2) or NULL */
+    const float *inp, /* (N,H,W,C) */
+    const float *wa,  /* (3,3,C,K1) */
+    const float *ba,  /* (K1) or NULL */
+    const float *wb,  /* (3,3,K1,K2) */
+    const float *bb,  /* (K2) or NULL */
+    int N, int H, int W, int C, int K1, int K2, int threads);
 
 typedef struct {
   const char *name; /* "ref", "avx2", "avx512" */

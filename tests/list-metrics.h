@@ -1,0 +1,10 @@
+/* Tests of tests/test-metrics.c. */
+TEST_ENTRY(metrics_auc_separated)
+TEST_ENTRY(metrics_auc_reversed)
+TEST_ENTRY(metrics_auc_all_ties)
+TEST_ENTRY(metrics_auc_by_hand)
+TEST_ENTRY(metrics_auc_matches_pair_count)
+TEST_ENTRY(metrics_roc_degenerate)
+TEST_ENTRY(metrics_f1_zero_class)
+TEST_ENTRY(metrics_paper_table2)
+TEST_ENTRY(metrics_compute_from_scores)
