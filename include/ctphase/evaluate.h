@@ -159,6 +159,10 @@ void ctp_eval_free(ctp_eval *ev);
  * the area baseline) and region. */
 void ctp_eval_pointing_stats(const ctp_eval *ev, int spec, int region,
                              double *mean, double *sd);
+/* Mean and SD over the slices of mass share / area share of a region (1:
+ * no better than chance; slices without the region left out). */
+void ctp_eval_pointing_enrichment(const ctp_eval *ev, int spec, int region,
+                                  double *mean, double *sd);
 
 /* Writes DIR/metrics.json and DIR/report.html (report.c). */
 int ctp_eval_write_report(const ctp_eval *ev, const ctp_model *m,
