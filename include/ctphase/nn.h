@@ -7,8 +7,10 @@
  * may serve many ctp_nets in many threads; one ctp_net is used by one
  * thread at a time.
  *
- * Without CTP_NET_GRAD the net only infers: it keeps the activations of one
- * slice at a time (low memory), and ctp_net_act() shows the last slice.
+ * Without CTP_NET_GRAD the net only infers: it runs one slice at a time,
+ * each block of two convolutions and a pool fused so that the full-size
+ * activations never leave the cache, and keeps only layer 6's output (of
+ * the last slice) and the pooled features.
  * With CTP_NET_GRAD it keeps every activation of the batch, and
  * ctp_net_backward() computes gradients with respect to the input, every
  * layer's output and (optionally) every parameter.

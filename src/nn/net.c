@@ -95,7 +95,6 @@ int ctp_net_new(ctp_net **out, const ctp_model *m, int max_n, int h, int w,
   net->flags = flags;
   net->bn = (flags & CTP_NET_GRAD) ? max_n : 1;
   int grad = (flags & CTP_NET_GRAD) != 0;
-
   /* Lay out every buffer in one block: first count, then assign. */
   size_t sizes[64], nbuf = 0, total = 0;
   float **slots[64];
@@ -103,7 +102,8 @@ int ctp_net_new(ctp_net **out, const ctp_model *m, int max_n, int h, int w,
   size_t bn = (size_t)net->bn, in = (size_t)h * w * net->cin;
   ADD(net->x, bn * in);
   for (int l = 0; l < CTP_NUM_CONV; l++) {
-    ADD(net->act[l], bn * layer_elems(net, l));
+    /* Inference fuses each block: only layer 6's output is kept. */
+    if (grad || l == CTP_L6) ADD(net->act[l], bn * layer_elems(net, l));
     if (ctp_layer_pooled(l)) ADD(net->pool[l / 2], bn * layer_elems(net, l) / 4);
   }
   ADD(net->feat, (size_t)max_n * CTP_GAP_CHANNELS);
@@ -172,35 +172,55 @@ static void to_channels_last(float *dst, const float *src, int n, int c,
 }
 
 /* Runs the conv stack on n slices held in the buffers; writes feat/logits
- * rows [row, row+n). */
-static void forward_chunk(ctp_net *net, int n, int row) {
+ * rows [row, row+n). For backward, every activation is kept (each "b"
+ * layer's conv and pool fused, the same bits as separate calls); for
+ * inference, each block (a, b, pool) is one fused call whose full-size
+ * activations never leave the cache, and only layer 6's output is kept. */
+static int forward_chunk(ctp_net *net, int n, int row) {
   const ctp_model *m = net->m;
-  for (int l = 0; l < CTP_NUM_CONV; l++) {
-    int H = layer_h(net, l), W = layer_w(net, l);
-    int C = ctp_layer_in_channels(l, net->cin), K = ctp_layer_channels(l);
-    net->kern->conv3x3_forward(net->act[l], layer_input(net, l),
-                               m->packed_fwd[l], m->conv_b[l], n, H, W, C, K,
-                               1, net->threads);
-    if (ctp_layer_pooled(l))
-      maxpool2_forward(net->pool[l / 2], net->act[l], n, H, W, K, net->threads);
+  const ctp_kernels *k = net->kern;
+  int grad = (net->flags & CTP_NET_GRAD) != 0;
+  for (int j = 0; j < NUM_POOL; j++) {
+    int la = 2 * j, lb = la + 1;
+    int H = layer_h(net, la), W = layer_w(net, la);
+    int C = ctp_layer_in_channels(la, net->cin);
+    int K1 = ctp_layer_channels(la), K2 = ctp_layer_channels(lb);
+    if (grad) {
+      k->conv3x3_forward(net->act[la], layer_input(net, la), m->packed_fwd[la],
+                         m->conv_b[la], n, H, W, C, K1, 1, net->threads);
+      k->conv3x3_pool_forward(net->pool[j], net->act[lb], net->act[la],
+                              m->packed_fwd[lb], m->conv_b[lb], n, H, W, K1,
+                              K2, 1, net->threads);
+    } else {
+      int r = k->conv3x3_block_forward(
+          net->pool[j], NULL, NULL, layer_input(net, la), m->packed_fwd[la],
+          m->conv_b[la], m->packed_fwd[lb], m->conv_b[lb], n, H, W, C, K1, K2,
+          net->threads);
+      if (r) return r;
+    }
   }
-  size_t hw = (size_t)layer_h(net, CTP_L6) * layer_w(net, CTP_L6);
+  int H6 = layer_h(net, CTP_L6), W6 = layer_w(net, CTP_L6);
+  k->conv3x3_forward(net->act[CTP_L6], net->pool[NUM_POOL - 1],
+                     m->packed_fwd[CTP_L6], m->conv_b[CTP_L6], n, H6, W6,
+                     CTP_GAP_CHANNELS, CTP_GAP_CHANNELS, 1, net->threads);
+  size_t hw = (size_t)H6 * W6;
   for (int i = 0; i < n; i++) {
     float *f = net->feat + (size_t)(row + i) * CTP_GAP_CHANNELS;
     const float *a = net->act[CTP_L6] + (size_t)i * hw * CTP_GAP_CHANNELS;
-    for (int k = 0; k < CTP_GAP_CHANNELS; k++) {
+    for (int c = 0; c < CTP_GAP_CHANNELS; c++) {
       double s = 0.0;
-      for (size_t p = 0; p < hw; p++) s += a[p * CTP_GAP_CHANNELS + k];
-      f[k] = (float)(s / (double)hw);
+      for (size_t p = 0; p < hw; p++) s += a[p * CTP_GAP_CHANNELS + c];
+      f[c] = (float)(s / (double)hw);
     }
     float *z = net->logits + (size_t)(row + i) * CTP_NUM_CLASSES;
     for (int j = 0; j < CTP_NUM_CLASSES; j++) {
       float s = m->fc_b[j];
-      for (int k = 0; k < CTP_GAP_CHANNELS; k++)
-        s += m->fc_w[j * CTP_GAP_CHANNELS + k] * f[k];
+      for (int c = 0; c < CTP_GAP_CHANNELS; c++)
+        s += m->fc_w[j * CTP_GAP_CHANNELS + c] * f[c];
       z[j] = s;
     }
   }
+  return 0;
 }
 
 int ctp_net_forward(ctp_net *net, const float *x, int n, float *logits) {
@@ -211,7 +231,8 @@ int ctp_net_forward(ctp_net *net, const float *x, int n, float *logits) {
   for (int i = 0; i < n; i += net->bn) {
     int chunk = n - i < net->bn ? n - i : net->bn;
     to_channels_last(net->x, x + (size_t)i * per, chunk, net->cin, hw);
-    forward_chunk(net, chunk, i);
+    int r = forward_chunk(net, chunk, i);
+    if (r) return r;
   }
   net->last_n = n;
   if (logits)
@@ -322,7 +343,9 @@ int ctp_net_get(const ctp_net *net, int layer, int grad, int n, float *out) {
     return ctp_seterr(CTP_EINVAL, "ctp_net_get: %d slices, %d kept", n, net->bn);
   const float *src = grad ? ctp_net_dact(net, layer) : ctp_net_act(net, layer);
   if (!src)
-    return ctp_seterr(CTP_ESTATE, "gradients are kept only with CTP_NET_GRAD");
+    return ctp_seterr(CTP_ESTATE, "%s of layer %s is kept only with CTP_NET_GRAD",
+                      grad ? "the gradient" : "the output",
+                      layer == CTP_INPUT ? "input" : ctp_layer_name(layer));
   int c, h, w;
   ctp_net_shape(net, layer, &c, &h, &w);
   size_t hw = (size_t)h * w;
