@@ -55,11 +55,15 @@ if ! build build --buildtype=release; then
   echo "build failed"; echo "0 passed, 1 failed"; exit 1
 fi
 export CTPHASE_SOURCE_ROOT=$ROOT
+# Test suites run servers and several processes on 2 cores: OpenMP threads
+# that spin while waiting would steal the cores from each other.
+export OMP_WAIT_POLICY=passive
 suite "unit (release)" build/tests/ctphase-tests
 suite "cli (release)" /usr/bin/python3 tests/cli_test.py build
 suite "phantom (release)" /usr/bin/python3 tests/phantom_test.py build
 suite "explain (release)" /usr/bin/python3 tests/explain_test.py build
 suite "service (release)" /usr/bin/python3 tests/service_test.py build
+suite "evaluate (release)" /usr/bin/python3 tests/evaluate_test.py build
 
 if [ "$ASAN" = 1 ]; then
   if build build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false; then
@@ -69,6 +73,7 @@ if [ "$ASAN" = 1 ]; then
     suite "unit (asan+ubsan)" build-asan/tests/ctphase-tests
     CTPHASE_TEST_QUICK=1 suite "cli (asan+ubsan)" /usr/bin/python3 tests/cli_test.py build-asan
     CTPHASE_TEST_QUICK=1 suite "service (asan+ubsan)" /usr/bin/python3 tests/service_test.py build-asan
+    suite "evaluate (asan+ubsan)" /usr/bin/python3 tests/evaluate_test.py build-asan
   else
     echo "sanitizer build failed"
     total_fail=$((total_fail + 1))

@@ -143,6 +143,7 @@ typedef struct {
   /* Pointing (phantom only): pointing_n slices; per slice, map and region
    * the share of |map| mass, and per slice and region the area share. */
   int pointing_n;
+  int *pointing_slice;      /* (pointing_n) index into slices */
   double *pointing_mass;    /* (pointing_n, mask.nspecs, CTP_NUM_REGIONS) */
   double *pointing_area;    /* (pointing_n, CTP_NUM_REGIONS) */
   int nexamples;

@@ -30,6 +30,7 @@ int cmd_phantom(int argc, char **argv);
 int cmd_explain(int argc, char **argv);
 int cmd_masktest(int argc, char **argv);
 int cmd_jobs(int argc, char **argv);
+int cmd_evaluate(int argc, char **argv);
 
 struct ctp_model;
 /* Loads --model, else $CTPHASE_MODEL, else the bundled model; prints why

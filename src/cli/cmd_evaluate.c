@@ -165,7 +165,11 @@ int cmd_evaluate(int argc, char **argv) {
   ctp_model *m = NULL;
   ctp_eval *ev = NULL;
   if ((status = cli_load_model(e.model, &m))) return status;
+  /* The file cli_load_model() chose, for the report. */
   e.o.model_path = e.model ? e.model : getenv("CTPHASE_MODEL");
+#ifdef CTPHASE_DEFAULT_MODEL
+  if (!e.o.model_path) e.o.model_path = CTPHASE_DEFAULT_MODEL;
+#endif
   int r = ctp_eval_run(m, &e.o, &ev);
   if (r) status = cli_fail("evaluation failed", r);
   if (!status && (r = ctp_eval_write_report(ev, m, &e.o)))

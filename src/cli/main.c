@@ -23,6 +23,7 @@ static const char *usage =
     "  masktest               the paper's masking-specificity test of the maps\n"
     "  phantom --out DIR      synthetic abdominal CT series with known phase\n"
     "  train                  train the classifier (phantom or labelled DICOM)\n"
+    "  evaluate               the paper's tables and figures on held-out data\n"
     "  jobs list|show|retry   the jobs of ctphased, from its database\n"
     "  version                print the version\n"
     "\n"
@@ -82,6 +83,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "phantom")) return cmd_phantom(argc - 1, argv + 1);
   if (!strcmp(cmd, "explain")) return cmd_explain(argc - 1, argv + 1);
   if (!strcmp(cmd, "masktest")) return cmd_masktest(argc - 1, argv + 1);
+  if (!strcmp(cmd, "evaluate")) return cmd_evaluate(argc - 1, argv + 1);
   if (!strcmp(cmd, "jobs")) return cmd_jobs(argc - 1, argv + 1);
   fprintf(stderr, "ctphase: unknown command '%s'\n\n%s", cmd, usage);
   return 2;

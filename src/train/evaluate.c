@@ -329,7 +329,9 @@ static int phantom_input(const eval_ctx *c, const ctp_phantom *p, int z,
                          float *x, uint8_t *labels, float *hu, void *work) {
   int nz = ctp_phantom_get_info(p)->num_slices, r = 0;
   for (int ch = 0; !r && ch < c->C; ch++) {
-    int zz = c->C == 3 ? z - 1 + ch : z;
+    /* Channels run feet to head, as in an acquisition ordered along its
+     * normal (predict.c): the phantom's slice k+1 lies below slice k. */
+    int zz = c->C == 3 ? z + 1 - ch : z;
     zz = zz < 0 ? 0 : zz >= nz ? nz - 1 : zz;
     uint8_t *lab = labels && zz == z ? labels : NULL;
     r = ctp_phantom_render_float(p, zz, 1, hu, lab, c->o->threads);
@@ -487,10 +489,10 @@ static int infer_all(eval_ctx *c) {
 static int vote_and_measure(eval_ctx *c) {
   ctp_eval *ev = c->ev;
   int n = ev->nslices, nv = 0, r;
-  int *truth = malloc((size_t)(n > ev->nseries ? n : ev->nseries) * sizeof *truth + 1);
-  float *scores = malloc((size_t)(n > ev->nseries ? n : ev->nseries) *
-                         CTP_NUM_CLASSES * sizeof *scores + 1);
-  float *mean = malloc((size_t)ev->nseries * CTP_NUM_CLASSES * sizeof *mean + 1);
+  size_t cap = (size_t)(n > ev->nseries ? n : ev->nseries) + 1;
+  int *truth = malloc(cap * sizeof *truth);
+  float *scores = malloc(cap * CTP_NUM_CLASSES * sizeof *scores);
+  float *mean = malloc(cap * CTP_NUM_CLASSES * sizeof *mean);
   if (!truth || !scores || !mean) { r = ctp_seterr(CTP_ENOMEM, "out of memory"); goto done; }
   for (int i = 0; i < n; i++) {
     truth[i] = ev->slices[i].label;
@@ -668,7 +670,9 @@ static int grow_pointing(ctp_eval *ev, int nspecs, int n) {
   if (m) ev->pointing_mass = m;
   double *a = realloc(ev->pointing_area, (size_t)n * CTP_NUM_REGIONS * sizeof *a);
   if (a) ev->pointing_area = a;
-  return m && a ? 0 : ctp_seterr(CTP_ENOMEM, "out of memory");
+  int *s = realloc(ev->pointing_slice, (size_t)n * sizeof *s);
+  if (s) ev->pointing_slice = s;
+  return m && a && s ? 0 : ctp_seterr(CTP_ENOMEM, "out of memory");
 }
 
 /* --- example overlays -------------------------------------------------- */
@@ -733,7 +737,10 @@ static int write_example(eval_ctx *c, explain_bufs *b, int slice, int has_labels
   size_t dd = (size_t)D * D;
   float *hu = malloc(dd * sizeof *hu), *mp = malloc(dd * sizeof *mp);
   unsigned char *panel = malloc(dd * 3), *grid = malloc(dd * 3 * 6);
-  if (!hu || !mp || !panel || !grid) { r = ctp_seterr(CTP_ENOMEM, "out of memory"); goto done; }
+  if (!hu || !mp || !panel || !grid) {
+    r = ctp_seterr(CTP_ENOMEM, "out of memory");
+    goto done;
+  }
   ctp_explain_display_hu(c->m, b->x, S, S, b->hu);
   ctp_map_upsample_bilinear(b->hu, S, S, hu, D, D);
   char label[96], name[32];
@@ -790,9 +797,11 @@ static int explain_slice(eval_ctx *c, explain_bufs *b, int slice) {
   if ((r = collect_maps(c, b))) return r;
   int n = ev->mask.nslices;
   if (has_labels && (r = grow_pointing(ev, b->nspecs, ev->pointing_n + 1))) return r;
-  if (has_labels)
-    pointing_shares(c, b, ev->pointing_mass + (size_t)ev->pointing_n * b->nspecs * CTP_NUM_REGIONS,
-                    ev->pointing_area + (size_t)ev->pointing_n * CTP_NUM_REGIONS);
+  if (has_labels) {
+    size_t row = (size_t)ev->pointing_n;
+    pointing_shares(c, b, ev->pointing_mass + row * b->nspecs * CTP_NUM_REGIONS,
+                    ev->pointing_area + row * CTP_NUM_REGIONS);
+  }
   if (c->o->report_dir && b->want_example[sl->label] &&
       ev->nexamples < c->o->examples && ev->nexamples < CTP_EVAL_MAX_EXAMPLES) {
     ctp_eval_example *ex = &ev->examples[ev->nexamples];
@@ -811,14 +820,15 @@ static int explain_slice(eval_ctx *c, explain_bufs *b, int slice) {
   }
   if (r) return r;
   ev->mask_slice[n] = slice;
-  ev->pointing_n += has_labels;
+  if (has_labels) ev->pointing_slice[ev->pointing_n++] = slice;
   return 0;
 }
 
 static int explain_all(eval_ctx *c) {
   ctp_eval *ev = c->ev;
   explain_bufs b = {0};
-  int max = c->o->mask_slices, r, *chosen = malloc((size_t)(max > 0 ? max : 1) * sizeof *chosen);
+  int max = c->o->mask_slices, r;
+  int *chosen = malloc((size_t)(max > 0 ? max : 1) * sizeof *chosen);
   make_specs(c->o, &b);
   for (int cl = 0; cl < CTP_NUM_CLASSES; cl++) b.want_example[cl] = 1;
   b.x = malloc(c->C * c->plane * sizeof(float));
@@ -963,6 +973,7 @@ void ctp_eval_free(ctp_eval *ev) {
   free(ev->series);
   free(ev->slices);
   free(ev->mask_slice);
+  free(ev->pointing_slice);
   free(ev->pointing_mass);
   free(ev->pointing_area);
   ctp_masktest_free(&ev->mask);

@@ -244,6 +244,35 @@ static cJSON *json_masking(const ctp_eval *ev) {
   return o;
 }
 
+/* Where an evaluated slice came from. */
+static void json_slice_ref(cJSON *o, const ctp_eval *ev, int slice) {
+  const ctp_eval_slice *sl = &ev->slices[slice];
+  cJSON_AddStringToObject(o, "series", ev->series[sl->series].id);
+  cJSON_AddNumberToObject(o, "slice", sl->z);
+  cJSON_AddStringToObject(o, "class", ctp_class_name(sl->label));
+}
+
+/* Every masked slice's scores, map by map. */
+static cJSON *json_mask_slices(const ctp_eval *ev) {
+  const ctp_masktest *t = &ev->mask;
+  cJSON *arr = cJSON_CreateArray();
+  char name[32];
+  for (int i = 0; i < t->nslices; i++) {
+    cJSON *o = cJSON_CreateObject();
+    json_slice_ref(o, ev, ev->mask_slice[i]);
+    cJSON_AddNumberToObject(o, "p_original", t->p_orig[i]);
+    cJSON *top = cJSON_AddObjectToObject(o, "top");
+    cJSON *bot = cJSON_AddObjectToObject(o, "bottom");
+    for (int j = 0; j < t->nspecs; j++) {
+      spec_name(ev, j, name, sizeof name);
+      jnum(top, name, t->top[(size_t)i * t->nspecs + j]);
+      jnum(bot, name, t->bottom[(size_t)i * t->nspecs + j]);
+    }
+    cJSON_AddItemToArray(arr, o);
+  }
+  return arr;
+}
+
 static cJSON *json_comparisons(const ctp_eval *ev, const ctp_mask_cmp *c, int n) {
   cJSON *arr = cJSON_CreateArray();
   char a[32], b[32];
@@ -259,6 +288,29 @@ static cJSON *json_comparisons(const ctp_eval *ev, const ctp_mask_cmp *c, int n)
     jnum(o, "t", c[k].t.t);
     jnum(o, "p", c[k].t.p);
     jnum(o, "p_bonferroni", c[k].p_adj);
+    cJSON_AddItemToArray(arr, o);
+  }
+  return arr;
+}
+
+/* Every pointing slice: area shares and each map's mass shares. */
+static cJSON *json_pointing_slices(const ctp_eval *ev) {
+  cJSON *arr = cJSON_CreateArray();
+  char name[32];
+  for (int i = 0; i < ev->pointing_n; i++) {
+    cJSON *o = cJSON_CreateObject();
+    json_slice_ref(o, ev, ev->pointing_slice[i]);
+    cJSON *area = cJSON_AddObjectToObject(o, "area_share");
+    for (int g = 0; g < CTP_NUM_REGIONS; g++)
+      jnum(area, ctp_region_name(g), ev->pointing_area[(size_t)i * CTP_NUM_REGIONS + g]);
+    cJSON *mass = cJSON_AddObjectToObject(o, "mass_share");
+    for (int j = 0; j < ev->mask.nspecs; j++) {
+      spec_name(ev, j, name, sizeof name);
+      cJSON *x = cJSON_AddObjectToObject(mass, name);
+      for (int g = 0; g < CTP_NUM_REGIONS; g++)
+        jnum(x, ctp_region_name(g),
+             ev->pointing_mass[((size_t)i * ev->mask.nspecs + j) * CTP_NUM_REGIONS + g]);
+    }
     cJSON_AddItemToArray(arr, o);
   }
   return arr;
@@ -291,6 +343,7 @@ static cJSON *json_pointing(const ctp_eval *ev) {
       jnum(x, "enrichment_sd", sd);
     }
   }
+  cJSON_AddItemToObject(o, "per_slice", json_pointing_slices(ev));
   return o;
 }
 
@@ -368,6 +421,7 @@ static int write_json(const ctp_eval *ev, const ctp_model *m, const ctp_eval_opt
     cJSON_AddItemToObject(root, "paper", json_paper());
     cJSON *mk = json_masking(ev);
     cJSON_AddItemToObject(mk, "comparisons", json_comparisons(ev, cmp, ncmp));
+    cJSON_AddItemToObject(mk, "per_slice", json_mask_slices(ev));
     cJSON_AddItemToObject(root, "masking", mk);
     if (ev->pointing_n > 0) cJSON_AddItemToObject(root, "pointing", json_pointing(ev));
     cJSON *ex = cJSON_AddArrayToObject(root, "examples");
@@ -497,7 +551,8 @@ static void svg_roc(FILE *f, const level_items *li, const char *title) {
   fprintf(f, "<text x=\"%d\" y=\"18\" font-weight=\"600\">", L);
   esc(f, title);
   fputs("</text>\n", f);
-  fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#333\"/>\n", L, T, P, P);
+  fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" "
+          "stroke=\"#333\"/>\n", L, T, P, P);
   for (int i = 0; i <= 4; i++) {
     double v = i / 4.0;
     fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#eee\"/>"
@@ -506,7 +561,8 @@ static void svg_roc(FILE *f, const level_items *li, const char *title) {
             L + v * P, T, L + v * P, T + P, L + v * P, T + P + 15, v, L - 4,
             T + P - v * P + 4, v);
   }
-  fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#999\" stroke-dasharray=\"4 3\"/>\n",
+  fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#999\" "
+          "stroke-dasharray=\"4 3\"/>\n",
           L, T + P, L + P, T);
   fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">false positive rate</text>\n"
           "<text transform=\"translate(14 %d) rotate(-90)\" text-anchor=\"middle\">"
@@ -604,7 +660,8 @@ static void svg_bar(FILE *f, double x, double bw, double mean, double sd,
                     double ymax, int T, int PH, const char *fill, char mark) {
   if (isnan(mean)) return;
   double y0 = T + PH, h = PH * fmin(mean, ymax) / ymax;
-  fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\" stroke=\"#222\"/>\n",
+  fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
+          "fill=\"%s\" stroke=\"#222\"/>\n",
           x, y0 - h, bw, h, fill);
   double top = y0 - h;
   if (!isnan(sd) && sd > 0) {
@@ -616,7 +673,8 @@ static void svg_bar(FILE *f, double x, double bw, double mean, double sd,
     top = a;
   }
   if (mark)
-    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-weight=\"700\">%c</text>\n",
+    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" "
+            "font-weight=\"700\">%c</text>\n",
             x + bw / 2, top - 3, mark);
 }
 
@@ -729,7 +787,8 @@ static void fig_sam_vs_gradcam(FILE *f, const ctp_eval *ev, const ctp_mask_cmp *
   char mark[2 * CTP_EVAL_MAX_LAYERS] = {0};
   const char *group[CTP_EVAL_MAX_LAYERS];
   for (int i = 0; i < nl; i++) {
-    int s = spec_index(ev, CTP_MAP_SAM, layers[i]), g = spec_index(ev, CTP_MAP_GRADCAM, layers[i]);
+    int s = spec_index(ev, CTP_MAP_SAM, layers[i]);
+    int g = spec_index(ev, CTP_MAP_GRADCAM, layers[i]);
     ctp_mask_cell a, b;
     ctp_masktest_cell(&ev->mask, -1, s, &a);
     ctp_masktest_cell(&ev->mask, -1, g, &b);

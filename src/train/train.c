@@ -196,7 +196,9 @@ static int build_phantom(const ctp_train_opts *o, dataset *d,
         goto done;
       }
       for (int c = 0; c < d->cin; c++) {
-        int zz = d->cin == 3 ? z - 1 + c : z;
+        /* Channels run feet to head, as in an acquisition ordered along its
+         * normal (predict.c): the phantom's slice k+1 lies below slice k. */
+        int zz = d->cin == 3 ? z + 1 - c : z;
         zz = zz < 0 ? 0 : zz >= nz ? nz - 1 : zz;
         if ((r = ctp_phantom_render_float(p, zz, 1, hu, NULL, o->threads)) ||
             (r = ctp_preprocess_slice(hu, size, size, -23.3f, 144.1f, size,
