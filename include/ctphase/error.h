@@ -51,6 +51,9 @@ int ctp_seterr(int err, const char *fmt, ...)
 #endif
     ;
 void ctp_clearerr(void);
+/* Prefixes this thread's last-error message with "prefix: " (a file name,
+ * say) and returns err: `return ctp_error_prefix(r, path);`. */
+int ctp_error_prefix(int err, const char *prefix);
 
 #ifdef __cplusplus
 }

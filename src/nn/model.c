@@ -440,12 +440,7 @@ int ctp_model_load(ctp_model **out, const char *path) {
   if (r) return r;
   r = ctp_model_load_buffer(out, buf, len);
   free(buf);
-  if (r) {
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s", ctp_last_error());
-    return ctp_seterr(r, "%s: %s", path, msg);
-  }
-  return 0;
+  return r ? ctp_error_prefix(r, path) : 0;
 }
 
 int ctp_model_save_buffer(const ctp_model *m, unsigned char **out,

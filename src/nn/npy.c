@@ -147,12 +147,7 @@ int ctp_npy_read(const char *path, ctp_npy *out) {
   if (r) return r;
   r = ctp_npy_read_buffer(buf, len, out);
   free(buf);
-  if (r) {
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s", ctp_last_error());
-    return ctp_seterr(r, "%s: %s", path, msg);
-  }
-  return 0;
+  return r ? ctp_error_prefix(r, path) : 0;
 }
 
 static int npy_write(const char *path, const void *data, const char *descr,

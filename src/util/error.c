@@ -39,3 +39,9 @@ int ctp_seterr(int err, const char *fmt, ...) {
   va_end(ap);
   return err;
 }
+
+int ctp_error_prefix(int err, const char *prefix) {
+  char msg[sizeof last_error];
+  snprintf(msg, sizeof msg, "%s", last_error);
+  return ctp_seterr(err, "%s: %s", prefix, msg);
+}
