@@ -14,26 +14,19 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
-import traceback
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from harness import CTPHASE, QUICK, ROOT, Skip, Suite, run
+
+SUITE = Suite("cli")
+check = SUITE.check
+
 FIX = os.path.join(ROOT, "tests", "reference", "fixtures")
-BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build"))
-CTPHASE = os.path.join(BUILD, "src", "cli", "ctphase")
-CHECKS = []
 CORPUS = os.path.join(ROOT, "tests", "corpus", "dicom")
 HCC = os.path.join(ROOT, "..", "shared", "data", "real-ct", "hcc002-arterial-and-portal-venous")
 MODEL = os.path.join(FIX, "b2_64_c1", "model.safetensors")
 BUNDLED = os.path.join(ROOT, "models", "ctphase-phantom.safetensors")
-# Under the sanitizers, checks on the large real series are skipped.
-QUICK = os.environ.get("CTPHASE_TEST_QUICK") == "1"
-
-
-class Skip(Exception):
-    """A check that cannot run here; the message says why."""
 
 
 def schema_validator():
@@ -41,18 +34,6 @@ def schema_validator():
     with open(os.path.join(ROOT, "schemas", "result.schema.json")) as f:
         schema = json.load(f)
     return jsonschema.Draft202012Validator(schema)
-
-
-def check(fn):
-    CHECKS.append(fn)
-    return fn
-
-
-def run(*args, ok=True):
-    p = subprocess.run([CTPHASE, *args], capture_output=True, text=True, timeout=300)
-    if ok and p.returncode != 0:
-        raise AssertionError(f"ctphase {' '.join(args)} exited {p.returncode}: {p.stderr}")
-    return p
 
 
 @check
@@ -257,24 +238,5 @@ def train_smoke_loss_falls_and_resumes(tmp):
     assert p.returncode == 2
 
 
-def main():
-    passed = failed = skipped = 0
-    for fn in CHECKS:
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                fn(tmp) if fn.__code__.co_argcount else fn()
-                passed += 1
-                print(f"ok      cli_{fn.__name__}")
-            except Skip as e:
-                skipped += 1
-                print(f"skip    cli_{fn.__name__}: skipped: {e}")
-            except Exception:
-                failed += 1
-                print(f"FAIL    cli_{fn.__name__}")
-                traceback.print_exc(file=sys.stdout)
-    print(f"{passed} passed, {failed} failed, {skipped} skipped")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(SUITE.main())

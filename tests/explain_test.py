@@ -12,39 +12,21 @@ parsed chunk by chunk). Prints one line per check and ends with
 import json
 import os
 import struct
-import subprocess
 import sys
-import tempfile
-import traceback
 import zlib
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from harness import CTPHASE, ROOT, Skip, Suite, run
+
+SUITE = Suite("cli")
+check = SUITE.check
+
 FIX = os.path.join(ROOT, "tests", "reference", "fixtures")
-BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build"))
-CTPHASE = os.environ.get("CTPHASE_EXE") or os.path.join(BUILD, "src", "cli", "ctphase")
 CASE = os.path.join(FIX, "b2_64_c1")
 EXPL = os.path.join(FIX, "explain_b2_64_c1")
 MODEL = os.path.join(CASE, "model.safetensors")
 SERIES = os.path.join(ROOT, "tests", "corpus", "dicom", "two-acq")
-CHECKS = []
-
-
-class Skip(Exception):
-    """A check that cannot run here; the message says why."""
-
-
-def check(fn):
-    CHECKS.append(fn)
-    return fn
-
-
-def run(*args, ok=True):
-    p = subprocess.run([CTPHASE, *args], capture_output=True, text=True, timeout=600)
-    if ok and p.returncode != 0:
-        raise AssertionError(f"ctphase {' '.join(args)} exited {p.returncode}: {p.stderr}")
-    return p
 
 
 def dispatched():
@@ -258,27 +240,6 @@ def masktest_bad_arguments(tmp):
     assert p.returncode == 1 and "l.csv:1" in p.stderr, p.stderr
 
 
-def main():
-    passed = failed = skipped = 0
-    ready = os.path.exists(CTPHASE) and dispatched()
-    for fn in CHECKS:
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                if not ready:
-                    raise Skip(f"{CTPHASE} has no explain/masktest commands")
-                fn(tmp) if fn.__code__.co_argcount else fn()
-                passed += 1
-                print(f"ok      cli_{fn.__name__}")
-            except Skip as e:
-                skipped += 1
-                print(f"skip    cli_{fn.__name__}: skipped: {e}")
-            except Exception:
-                failed += 1
-                print(f"FAIL    cli_{fn.__name__}")
-                traceback.print_exc(file=sys.stdout)
-    print(f"{passed} passed, {failed} failed, {skipped} skipped")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    READY = os.path.exists(CTPHASE) and dispatched()
+    sys.exit(SUITE.main(None if READY else f"{CTPHASE} has no explain/masktest commands"))

@@ -16,29 +16,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import traceback
 
 import numpy as np
 import pydicom
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build"))
-CTPHASE = os.path.join(BUILD, "src", "cli", "ctphase")
+from harness import CTPHASE, ROOT, Suite, run
+
+SUITE = Suite("phantom")
+check = SUITE.check
+
 CLASSES = ["noncon", "cm", "cmneph", "neph", "pyelo"]
 LABEL_AORTA, LABEL_IVC, LABEL_CORTEX, LABEL_MEDULLA, LABEL_BOWEL = 4, 5, 7, 8, 12
-CHECKS = []
-
-
-def check(fn):
-    CHECKS.append(fn)
-    return fn
-
-
-def run(*args, ok=True):
-    p = subprocess.run([CTPHASE, *args], capture_output=True, text=True, timeout=600)
-    if ok and p.returncode != 0:
-        raise AssertionError(f"ctphase {' '.join(args)} exited {p.returncode}: {p.stderr}")
-    return p
 
 
 def manifest(out):
@@ -229,25 +217,10 @@ def time_gives_phase(tmp):
     assert "ContrastBolusAgent" not in d
 
 
-def main():
-    passed = failed = 0
-    try:
-        for fn in CHECKS:
-            with tempfile.TemporaryDirectory() as tmp:
-                try:
-                    fn(tmp) if fn.__code__.co_argcount else fn()
-                    passed += 1
-                    print(f"ok      phantom_{fn.__name__}")
-                except Exception:
-                    failed += 1
-                    print(f"FAIL    phantom_{fn.__name__}")
-                    traceback.print_exc(file=sys.stdout)
-    finally:
-        if "out" in SHARED:
-            shutil.rmtree(SHARED["out"], ignore_errors=True)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+def cleanup():
+    if "out" in SHARED:
+        shutil.rmtree(SHARED["out"], ignore_errors=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(SUITE.main(cleanup=cleanup))
