@@ -165,7 +165,7 @@ TEST_IMPL(phantom_time_windows) {
     ASSERT(in->slice_thickness >= 1 && in->slice_thickness <= 5);
     ASSERT_NEAR(in->slice_spacing, in->slice_thickness, 1e-6);
     ASSERT(in->num_slices >= 15 && in->num_slices <= 200);
-    ASSERT(in->noise_sd >= 8 && in->noise_sd <= 25);
+    ASSERT(in->noise_sd >= 8 && in->noise_sd <= 32);
     ASSERT(in->cardiac_scale >= 0.7 && in->cardiac_scale <= 1.3);
     ASSERT(in->kvp == 100 || in->kvp == 120 || in->kvp == 140);
     ASSERT(in->body_width_mm >= 200 && in->body_width_mm <= 440);

@@ -14,7 +14,7 @@
  * multiphase exam), and changing how the time is chosen never moves an
  * organ. The ranges are listed in docs/phantom.md; the main ones come from
  * DESIGN.md §6: pixel spacing 0.6-0.9 mm (for 512 columns), slice thickness
- * 1-5 mm, noise SD 8-25 HU, cardiac output ±30%, body habitus, table height.
+ * 1-5 mm, noise SD 8-32 HU, cardiac output ±30%, body habitus, table height.
  *
  * Placement follows anatomy loosely but keeps the important relations:
  * the aorta anterior-left and the IVC anterior-right of the vertebral body,
@@ -485,7 +485,7 @@ static int loop_content(rng_t *r, int oral, int colon) {
     return u < 0.55 ? LOOP_FECES : u < 0.75 ? LOOP_GAS
                                             : u < 0.9 ? LOOP_LEVEL : LOOP_FLUID;
   }
-  if (oral && u < 0.65) return u < 0.45 ? LOOP_ORAL : LOOP_ORAL_DILUTE;
+  if (oral && u < 0.8) return u < 0.55 ? LOOP_ORAL : LOOP_ORAL_DILUTE;
   u = rng_u01(r);
   return u < 0.5 ? LOOP_FLUID : u < 0.8 ? LOOP_LEVEL : LOOP_GAS;
 }
@@ -632,7 +632,7 @@ static void draw_acquisition(ctp_phantom *p, rng_t *r, float top, float bot,
   in->kvp = u < 0.2 ? 100 : u < 0.85 ? 120 : 140;
   in->head_first = rng_chance(r, 0.7);
   in->signed_storage = rng_chance(r, 0.35);
-  p->noise_sd = U(r, 8, 25);
+  p->noise_sd = U(r, 8, 32);
   p->noise_grain = U(r, 0.35, 1.4);
   p->noise_dog = rng_chance(r, 0.6) ? U(r, 0.2, 0.6) : 0;
   p->noise_center = U(r, 0, 0.35);
@@ -708,12 +708,15 @@ int ctp_phantom_new(ctp_phantom **out, const ctp_phantom_opts *o) {
   float dk = U(&ra, -5, 25);
   draw_kidney(p, &ra, 0, dk);
   draw_kidney(p, &ra, 1, dk);
+  /* The series covers the kidneys and up to 3 cm beyond each pole, as
+   * real "kidney" series often reach into the liver above and the lower
+   * abdomen below (where the phase must be read from vessels and organs). */
   float top = fmaxf(p->kid[0].z0 + p->kid[0].hz, p->kid[1].z0 + p->kid[1].hz) +
-              U(&ra, 0, 12);
+              U(&ra, 0, 30);
   float bot = fminf(p->kid[0].z0 - p->kid[0].hz, p->kid[1].z0 - p->kid[1].hz) -
-              U(&ra, 0, 12);
-  in->oral_contrast = rng_chance(&ra, 0.45);
-  p->oral_hu = in->oral_contrast ? U(&ra, 150, 600) : 0;
+              U(&ra, 0, 30);
+  in->oral_contrast = rng_chance(&ra, 0.6);
+  p->oral_hu = in->oral_contrast ? U(&ra, 150, 900) : 0;
   in->oral_contrast_hu = p->oral_hu;
   draw_muscles(p, &ra, top, bot);
   draw_organs(p, &ra, top);
