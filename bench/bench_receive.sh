@@ -9,7 +9,9 @@
 #    storescu to storescp (writing files, no fsync) and to ctphased (file
 #    fsync, rename, folder fsync, SQLite commit per instance before each
 #    response), then with 4 storescu at once to each. Prints files/s, MB/s
-#    and the ratio ctphased / storescp (target: >= 0.9).
+#    and the ratio ctphased / storescp (target: >= 0.9). Each push starts
+#    after a sync (see push below). The disk and the 2 cores may be shared:
+#    run it a few times and compare ratios from the same run only.
 # 2. Latency. A 100-slice series is pushed to a fresh ctphased; prints the
 #    time from the last instance's response to its job's end, minus
 #    stable_seconds (what the service adds beyond the wait it is told to do),
@@ -73,9 +75,14 @@ echo "files: ${#FILES[@]} CT instances, ${MB} MB ($( [ -d "$HCC" ] && echo "HCC_
 free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # push AET PORT PARALLEL -> seconds to send every file (PARALLEL storescu
-# processes, each with every PARALLEL-th file)
+# processes, each with every PARALLEL-th file). The file system is synced
+# first: storescp leaves ~150 MB of dirty pages behind (it never flushes),
+# and whoever fsyncs next on the same file system would pay for writing
+# them out (an ext4 journal commit waits for them), so each receiver starts
+# from a clean page cache and pays only for its own writes.
 push() {
   local aec=$1 port=$2 par=$3 k rc=0 t0 t1 pids=()
+  sync
   t0=$(date +%s.%N)
   for ((k = 0; k < par; k++)); do
     storescu -aec "$aec" 127.0.0.1 "$port" \

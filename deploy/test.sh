@@ -63,6 +63,8 @@ suite "cli (release)" /usr/bin/python3 tests/cli_test.py build
 suite "phantom (release)" /usr/bin/python3 tests/phantom_test.py build
 suite "explain (release)" /usr/bin/python3 tests/explain_test.py build
 suite "service (release)" /usr/bin/python3 tests/service_test.py build
+suite "delivery (release)" /usr/bin/python3 tests/delivery_test.py build
+suite "report (release)" /usr/bin/python3 tests/report_test.py build
 suite "evaluate (release)" /usr/bin/python3 tests/evaluate_test.py build
 
 if [ "$ASAN" = 1 ]; then

@@ -1,4 +1,4 @@
--- store.sql — the database of ctphased (SQLite, WAL), schema version 1.
+-- store.sql — the database of ctphased (SQLite, WAL), schema version 2.
 --
 -- This file documents the schema that src/service/store.c creates; the
 -- unit test store_schema_matches_file checks that the two agree. The
@@ -62,13 +62,18 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_by_state ON jobs (state, id);
 CREATE INDEX jobs_by_series ON jobs (series_uid);
 
--- Objects made by a job (SR, SC) and their delivery to a destination;
--- filled by the sender.
+-- Objects made by a job (SR, SC) and their delivery: one row per object
+-- per destination (unique pair), filled when the job ends (in the same
+-- transaction) and worked by the sender. A later job of the same series
+-- makes the same objects (deterministic UIDs) and takes the rows over.
+-- Version 2 (migration from 1: the table is rebuilt, rows carried over).
 CREATE TABLE outbound (
   id                INTEGER PRIMARY KEY,
   job_id            INTEGER NOT NULL REFERENCES jobs (id),
   kind              TEXT NOT NULL,
-  sop_instance_uid  TEXT NOT NULL UNIQUE,
+  sop_class_uid     TEXT NOT NULL,
+  sop_instance_uid  TEXT NOT NULL,
+  series_uid        TEXT NOT NULL,
   path              TEXT NOT NULL,
   destination       TEXT NOT NULL,
   state             TEXT NOT NULL CHECK (state IN ('pending', 'sending', 'sent',
@@ -77,8 +82,11 @@ CREATE TABLE outbound (
   error             TEXT,
   created_at        REAL NOT NULL,
   next_attempt_at   REAL,
-  sent_at           REAL
+  last_attempt_at   REAL,
+  sent_at           REAL,
+  UNIQUE (sop_instance_uid, destination)
 );
 CREATE INDEX outbound_by_state ON outbound (state, next_attempt_at);
+CREATE INDEX outbound_by_job ON outbound (job_id);
 
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;

@@ -621,6 +621,93 @@ def kill9_sigterm_and_recovery(tmp):
 
 
 @check
+def rows_lost_to_power_loss_are_reconciled(tmp):
+    """Instance rows are committed without a WAL fsync of their own (the
+    fsynced file is the durable record), so a power loss may lose the last
+    rows of acknowledged instances. Simulated here by deleting them while
+    the daemon is down: at restart every file gets its row back, exactly
+    once, and the series is processed with all its slices. A file that is
+    not an instance of its folder is left alone."""
+    files = make_series(os.path.join(tmp, "s"), 12, size=32)
+    d = Daemon(tmp, config={"stable_seconds": 3600}).start()
+    rc, out = storescu(d.port, files)
+    assert rc == 0 and successes(out) == 12, out
+    rows = d.query("SELECT * FROM instances ORDER BY sop_instance_uid")
+    assert len(rows) == 12
+    d.kill9()
+    # The power loss: the last 5 rows of the series, or the whole series.
+    con = d.db()
+    lost = [r["sop_instance_uid"] for r in rows[:5]]
+    con.executemany("DELETE FROM instances WHERE sop_instance_uid = ?", [(u,) for u in lost])
+    con.commit()
+    con.close()
+    study, series = rows[0]["study_uid"], rows[0]["series_uid"]
+    foreign = os.path.join(d.data, "instances", study, series, "1.2.3.4.dcm")
+    with open(foreign, "wb") as f:
+        f.write(b"not DICOM")
+    d.write_config({"stable_seconds": 1})
+    offset = os.path.getsize(d.log)
+    d.start()
+    e = d.wait_event("reconciled", offset=offset)
+    assert e["rows_added"] == 5 and e["foreign"] == 1 and e["failed"] == 0, e
+    back = d.query("SELECT * FROM instances ORDER BY sop_instance_uid")
+    assert [r["sop_instance_uid"] for r in back] == [r["sop_instance_uid"] for r in rows]
+    for a, b in zip(rows, back):
+        assert (a["path"], a["bytes"], a["sop_class_uid"], a["transfer_syntax"]) == \
+            (b["path"], b["bytes"], b["sop_class_uid"], b["transfer_syntax"]), (a, b)
+    assert os.path.exists(foreign), "a file ctphased did not write was removed"
+    jobs = d.wait_jobs(1)
+    assert jobs[-1]["state"] == "done", jobs
+    assert json.loads(jobs[-1]["result_json"])[0]["slices_used"] == 12
+    # A resend of a reconciled instance is a duplicate, stored once.
+    rc, out = storescu(d.port, files[:3])
+    assert successes(out) == 3 and len(d.query("SELECT 1 FROM instances")) == 12
+    # The whole series lost (rows and series row): it comes back too.
+    assert d.stop() == 0
+    con = d.db()
+    con.execute("DELETE FROM jobs")
+    con.execute("DELETE FROM instances")
+    con.execute("DELETE FROM series")
+    con.commit()
+    con.close()
+    offset = os.path.getsize(d.log)
+    d.start()
+    e = d.wait_event("reconciled", offset=offset)
+    assert e["rows_added"] == 12, e
+    assert d.wait_jobs(1)[-1]["state"] == "done"
+    assert d.stop() == 0
+
+
+@check
+def injected_write_failures_answer_a700_and_leave_nothing(tmp):
+    """CTPHASED_FAIL_AFTER=N fails the Nth durable step of keeping an
+    instance (mkdir, rename, folder fsync, commit): each answers 0xA700 and
+    leaves no file and no row; the resend then succeeds, stored once."""
+    files = make_series(os.path.join(tmp, "s"), 2, size=32)
+    for n, step in enumerate(("mkdir", "rename", "fsync", "commit"), 1):
+        os.environ["CTPHASED_FAIL_AFTER"] = str(n)
+        try:
+            d = Daemon(tmp, name=f"d{n}").start()
+        finally:
+            del os.environ["CTPHASED_FAIL_AFTER"]
+        try:
+            d.wait_event("failure_injection")
+            rc, out = storescu(d.port, files[:1])
+            assert "Refused: OutOfResources" in out and successes(out) == 0, out
+            e = d.wait_event("store_failed")
+            assert e["step"] == step, (step, e)
+            assert d.query("SELECT count(*) AS n FROM instances")[0]["n"] == 0
+            left = [f for r, _, fs in os.walk(os.path.join(d.data, "instances")) for f in fs]
+            left += os.listdir(os.path.join(d.data, "tmp"))
+            assert not left, f"step {step}: files left behind: {left}"
+            rc, out = storescu(d.port, files)
+            assert successes(out) == 2, out
+            assert d.query("SELECT count(*) AS n FROM instances")[0]["n"] == 2
+        finally:
+            assert d.stop() == 0
+
+
+@check
 def disk_watermark_refuses_and_recovers(tmp):
     files = make_series(os.path.join(tmp, "s"), 3, size=32)
     d = Daemon(tmp, config={"min_free_bytes": 10 ** 15}).start()

@@ -11,8 +11,13 @@
  * the same thread count must agree bit for bit. The fused conv + max-pool
  * and the fused block (conv, conv, max-pool) must give the reference values
  * within the same tolerance, and exactly what the set's own unfused
- * kernels give, for every choice of which activations are kept. A set the
- * CPU cannot run is skipped.
+ * kernels give, for every choice of which activations are kept. The input
+ * gradient with the ReLU and max-pool folded in (conv3x3_backward_input)
+ * is checked, for every set including the reference, against its
+ * definition written out in this file; the fused block of two of them
+ * against the reference composition and, exactly, the set's own layer by
+ * layer calls. A set the CPU cannot run is
+ * skipped.
  */
 #include "test.h"
 
@@ -325,6 +330,250 @@ static int check_backward_weight_all(const ctp_kernels *ks) {
   return 0;
 }
 
+/* The definition of conv3x3_backward_input, written out here with plain
+ * loops and independently of the kernels: g routed through the pool (the
+ * first maximum of each window in row-major order) or taken as is, dpre
+ * masked by the ReLU, and dinp as the double-precision sum
+ * dinp[y][x][c] = sum_{ky,kx,k} w[k][c][ky][kx] * dpre[y-ky+1][x-kx+1][k]. */
+static void backward_input_def(float *dinp, float *g, float *dpre,
+                               const float *dout, const float *act,
+                               const float *oihw, int N, int H, int W, int C,
+                               int K, int pooled, int guided) {
+  const int Ho = H / 2, Wo = W / 2;
+  for (int n = 0; n < N; n++)
+    for (int y = 0; y < H; y++)
+      for (int x = 0; x < W; x++)
+        for (int k = 0; k < K; k++) {
+          size_t i = (((size_t)n * H + y) * W + x) * K + k;
+          float v;
+          if (!pooled) {
+            v = dout[i];
+          } else if (y / 2 >= Ho || x / 2 >= Wo) {
+            v = 0.0f;
+          } else {
+            int y0 = y & ~1, x0 = x & ~1, best = 0;
+            float m = -INFINITY;
+            for (int j = 0; j < 4; j++) {
+              float a = act[(((size_t)n * H + y0 + j / 2) * W + x0 + j % 2) * K + k];
+              if (j == 0 || a > m) {
+                m = a;
+                best = j;
+              }
+            }
+            v = best == 2 * (y - y0) + (x - x0)
+                    ? dout[(((size_t)n * Ho + y / 2) * Wo + x / 2) * K + k]
+                    : 0.0f;
+          }
+          g[i] = v;
+          dpre[i] = act[i] > 0.0f && (!guided || v > 0.0f) ? v : 0.0f;
+        }
+  for (int n = 0; n < N; n++)
+    for (int y = 0; y < H; y++)
+      for (int x = 0; x < W; x++)
+        for (int c = 0; c < C; c++) {
+          double s = 0;
+          for (int ky = 0; ky < 3; ky++)
+            for (int kx = 0; kx < 3; kx++) {
+              int oy = y - ky + 1, ox = x - kx + 1;
+              if (oy < 0 || oy >= H || ox < 0 || ox >= W) continue;
+              for (int k = 0; k < K; k++)
+                s += (double)oihw[((k * C + c) * 3 + ky) * 3 + kx] *
+                     dpre[(((size_t)n * H + oy) * W + ox) * K + k];
+            }
+          dinp[(((size_t)n * H + y) * W + x) * C + c] = (float)s;
+        }
+}
+
+/* Checks conv3x3_backward_input on one shape, for 1 and 2 threads, with
+ * and without dact and scratch: dinp against the definition within
+ * tolerance and, for a fast set, exactly equal to the set's own
+ * conv3x3_forward over the definition's dpre; dact (the routed gradient)
+ * exactly equal to the definition's. The activations are ReLU outputs
+ * rounded to thirds, so that zeros and ties in the pool windows are
+ * common. */
+static int check_backward_input(const ctp_kernels *ks, int N, int H, int W,
+                                int C, int K, int pooled, int guided) {
+  size_t na = (size_t)N * H * W * K, ni = (size_t)N * H * W * C;
+  size_t nd = pooled ? (size_t)N * (H / 2) * (W / 2) * K : na;
+  float *act = rnd_buf(na), *dout = rnd_buf(nd ? nd : 1);
+  float *oihw = rnd_buf((size_t)9 * C * K);
+  float *wt = malloc((size_t)9 * C * K * sizeof(float));
+  float *g = malloc(na * sizeof(float)), *dpre = malloc(na * sizeof(float));
+  float *want = malloc(ni * sizeof(float)), *same = malloc(ni * sizeof(float));
+  float *got = malloc(ni * sizeof(float)), *dact = malloc(na * sizeof(float));
+  size_t ns = ks->conv3x3_backward_input_scratch(W, C, K, 2);
+  float *scratch = aligned_alloc(64, ((ns + 16) * sizeof(float) + 63) / 64 * 64);
+  int rc = 1;
+  if (!act || !dout || !oihw || !wt || !g || !dpre || !want || !same ||
+      !got || !dact || !scratch)
+    goto done;
+  for (size_t i = 0; i < na; i++)
+    act[i] = act[i] > 0.0f ? roundf(act[i] * 3.0f) / 3.0f : 0.0f;
+  conv3x3_pack_backward(wt, oihw, C, K);
+  backward_input_def(want, g, dpre, dout, act, oihw, N, H, W, C, K, pooled,
+                     guided);
+  if (strcmp(ks->name, "ref") != 0)
+    ks->conv3x3_forward(same, dpre, wt, NULL, N, H, W, K, C, 0, 1);
+  double atol = 1e-5 * (max_abs(want, ni) + 1e-3);
+  char what[200];
+  for (int v = 0; v < 6; v++) {
+    int threads = 1 + v % 2, with_dact = (v / 2) % 2, with_scratch = v / 4;
+    snprintf(what, sizeof what,
+             "%s backward input N=%d H=%d W=%d C=%d K=%d pooled=%d guided=%d "
+             "threads=%d dact=%d scratch=%d",
+             ks->name, N, H, W, C, K, pooled, guided, threads, with_dact,
+             with_scratch);
+    memset(got, 0xff, ni * sizeof(float)); /* NaN: every output written? */
+    memset(dact, 0xff, na * sizeof(float));
+    ASSERT_EQ_INT(ks->conv3x3_backward_input(
+                      got, with_dact ? dact : NULL, dout, act, wt, N, H, W, C,
+                      K, pooled, guided, with_scratch ? scratch : NULL,
+                      threads),
+                  0);
+    if (test_allclose(what, got, want, ni, 1e-4, atol)) goto done;
+    if (strcmp(ks->name, "ref") != 0 &&
+        memcmp(got, same, ni * sizeof(float)) != 0) {
+      fprintf(stderr, "%s: differs from the set's conv3x3_forward\n", what);
+      goto done;
+    }
+    if (with_dact && pooled && memcmp(dact, g, na * sizeof(float)) != 0) {
+      fprintf(stderr, "%s: the routed gradient in dact is wrong\n", what);
+      goto done;
+    }
+  }
+  rc = 0;
+done:
+  free(act); free(dout); free(oihw); free(wt); free(g); free(dpre);
+  free(want); free(same); free(got); free(dact); free(scratch);
+  return rc;
+}
+
+static int check_backward_input_all(const ctp_kernels *ks) {
+  /* The network's layers (C -> K of the forward), then odd channels. */
+  static const chan_pair pairs[] = {
+    {1, 16}, {3, 16}, {16, 16}, {16, 32}, {32, 32}, {32, 64}, {64, 64},
+    {5, 16}, {7, 48}, {20, 8}, {17, 5}, {16, 3},
+  };
+  static const size_pair bsizes[] = {
+    {1, 1}, {2, 2}, {3, 5}, {4, 6}, {5, 3}, {17, 33}, {6, 34}, {1, 34},
+  };
+  int i = 0;
+  for (size_t p = 0; p < NELEM(pairs); p++)
+    for (size_t s = 0; s < NELEM(bsizes); s++, i++)
+      if (check_backward_input(ks, i % 3 ? 1 : 2, bsizes[s].H, bsizes[s].W,
+                               pairs[p].C, pairs[p].K, (i / 2) % 2,
+                               i % 2 == (int)(p % 2)))
+        return 1;
+  /* The real widths, pooled and not. */
+  if (check_backward_input(ks, 1, 4, 512, 1, 16, 0, 0)) return 1;
+  if (check_backward_input(ks, 1, 4, 256, 16, 16, 1, 1)) return 1;
+  if (check_backward_input(ks, 2, 2, 128, 32, 32, 1, 0)) return 1;
+  return 0;
+}
+
+/* Checks conv3x3_block_backward_input on one shape, for each choice of
+ * dact_a and dact_b (NULL or not), 1 and 2 threads, with and without
+ * scratch: against the reference composition within tolerance, and
+ * against the set's own conv3x3_backward_input for layer b, then layer a,
+ * exactly (dinp and the kept gradients). */
+static int check_block_backward_input(const ctp_kernels *ks, int N, int H,
+                                      int W, int C, int K1, int K2,
+                                      int guided) {
+  const ctp_kernels *ref = ctp_kernels_ref();
+  size_t na = (size_t)N * H * W * K1, nb = (size_t)N * H * W * K2;
+  size_t ni = (size_t)N * H * W * C, np = (size_t)N * (H / 2) * (W / 2) * K2;
+  float *act_a = rnd_buf(na), *act_b = rnd_buf(nb), *dpool = rnd_buf(np + 1);
+  float *oa = rnd_buf((size_t)9 * C * K1), *ob = rnd_buf((size_t)9 * K1 * K2);
+  float *wta = malloc((size_t)9 * C * K1 * sizeof(float));
+  float *wtb = malloc((size_t)9 * K1 * K2 * sizeof(float));
+  float *want = malloc(ni * sizeof(float)), *same = malloc(ni * sizeof(float));
+  float *got = malloc(ni * sizeof(float));
+  float *da_same = malloc(na * sizeof(float)), *db_same = malloc(nb * sizeof(float));
+  float *da = malloc(na * sizeof(float)), *db = malloc(nb * sizeof(float));
+  size_t ns = ks->conv3x3_block_backward_input_scratch(W, C, K1, K2, 2);
+  float *scratch = aligned_alloc(64, ((ns + 16) * sizeof(float) + 63) / 64 * 64);
+  int rc = 1;
+  if (!act_a || !act_b || !dpool || !oa || !ob || !wta || !wtb || !want ||
+      !same || !got || !da_same || !db_same || !da || !db || !scratch)
+    goto done;
+  for (size_t i = 0; i < na; i++)
+    act_a[i] = act_a[i] > 0.0f ? roundf(act_a[i] * 3.0f) / 3.0f : 0.0f;
+  for (size_t i = 0; i < nb; i++)
+    act_b[i] = act_b[i] > 0.0f ? roundf(act_b[i] * 3.0f) / 3.0f : 0.0f;
+  conv3x3_pack_backward(wta, oa, C, K1);
+  conv3x3_pack_backward(wtb, ob, K1, K2);
+  ASSERT_EQ_INT(ref->conv3x3_block_backward_input(want, NULL, NULL, dpool,
+                                                  act_a, act_b, wta, wtb, N, H,
+                                                  W, C, K1, K2, guided, NULL,
+                                                  1), 0);
+  ASSERT_EQ_INT(ks->conv3x3_backward_input(da_same, db_same, dpool, act_b, wtb,
+                                           N, H, W, K1, K2, 1, guided, NULL,
+                                           1), 0);
+  ASSERT_EQ_INT(ks->conv3x3_backward_input(same, NULL, da_same, act_a, wta, N,
+                                           H, W, C, K1, 0, guided, NULL, 1), 0);
+  double atol = 1e-5 * (max_abs(want, ni) + 1e-3);
+  char what[220];
+  for (int v = 0; v < 16; v++) {
+    int threads = 1 + v % 2, with_scratch = (v / 2) % 2;
+    float *pa = v & 4 ? da : NULL, *pb = v & 8 ? db : NULL;
+    snprintf(what, sizeof what,
+             "%s block backward input N=%d H=%d W=%d C=%d K1=%d K2=%d "
+             "guided=%d threads=%d scratch=%d dact_a=%s dact_b=%s",
+             ks->name, N, H, W, C, K1, K2, guided, threads, with_scratch,
+             pa ? "yes" : "NULL", pb ? "yes" : "NULL");
+    memset(got, 0xff, ni * sizeof(float));
+    memset(da, 0xff, na * sizeof(float));
+    memset(db, 0xff, nb * sizeof(float));
+    ASSERT_EQ_INT(ks->conv3x3_block_backward_input(
+                      got, pa, pb, dpool, act_a, act_b, wta, wtb, N, H, W, C,
+                      K1, K2, guided, with_scratch ? scratch : NULL, threads),
+                  0);
+    if (test_allclose(what, got, want, ni, 1e-4, atol)) goto done;
+    if (memcmp(got, same, ni * sizeof(float)) != 0 ||
+        (pa && memcmp(da, da_same, na * sizeof(float)) != 0) ||
+        (pb && memcmp(db, db_same, nb * sizeof(float)) != 0)) {
+      fprintf(stderr, "%s: differs from the set's layer-by-layer "
+              "conv3x3_backward_input\n", what);
+      goto done;
+    }
+  }
+  rc = 0;
+done:
+  free(act_a); free(act_b); free(dpool); free(oa); free(ob); free(wta);
+  free(wtb); free(want); free(same); free(got); free(da_same); free(db_same);
+  free(da); free(db); free(scratch);
+  return rc;
+}
+
+static int check_block_backward_input_all(const ctp_kernels *ks) {
+  /* The network's five blocks (and the 3-channel input), odd channels. */
+  static const struct { int C, K1, K2; } blocks[] = {
+    {1, 16, 16}, {3, 16, 16}, {16, 16, 16}, {16, 32, 32}, {32, 32, 32},
+    {32, 64, 64}, {5, 24, 8}, {16, 3, 16}, {7, 16, 5},
+  };
+  static const size_pair bsizes[] = {
+    {1, 1}, {2, 2}, {4, 6}, {5, 7}, {6, 34}, {3, 16}, {1, 4}, {17, 9},
+  };
+  int i = 0;
+  for (size_t p = 0; p < NELEM(blocks); p++)
+    for (size_t s = 0; s < NELEM(bsizes); s++, i++)
+      if (check_block_backward_input(ks, 1 + i % 2, bsizes[s].H, bsizes[s].W,
+                                     blocks[p].C, blocks[p].K1, blocks[p].K2,
+                                     (i / 2) % 2))
+        return 1;
+  return check_block_backward_input(ks, 1, 6, 512, 1, 16, 16, 0);
+}
+
+TEST_IMPL(kernels_conv_backward_input_ref) {
+  ASSERT(check_backward_input_all(ctp_kernels_ref()) == 0);
+  return 0;
+}
+
+TEST_IMPL(kernels_conv_block_backward_input_ref) {
+  ASSERT(check_block_backward_input_all(ctp_kernels_ref()) == 0);
+  return 0;
+}
+
 TEST_IMPL(kernels_select) {
   ASSERT(ctp_kernels_by_name("ref") == ctp_kernels_ref());
   ASSERT(ctp_kernels_by_name("no-such-set") == NULL);
@@ -410,6 +659,18 @@ TEST_IMPL(kernels_conv_pool_forward_ref) {
     const ctp_kernels *ks = ctp_kernels_by_name(#set);                    \
     if (!ks) TEST_SKIP("this CPU cannot run the " #set " kernels");       \
     ASSERT(check_block_forward_all(ks) == 0);                             \
+    return 0;                                                             \
+  }                                                                       \
+  TEST_IMPL(kernels_conv_backward_input_##set) {                          \
+    const ctp_kernels *ks = ctp_kernels_by_name(#set);                    \
+    if (!ks) TEST_SKIP("this CPU cannot run the " #set " kernels");       \
+    ASSERT(check_backward_input_all(ks) == 0);                            \
+    return 0;                                                             \
+  }                                                                       \
+  TEST_IMPL(kernels_conv_block_backward_input_##set) {                    \
+    const ctp_kernels *ks = ctp_kernels_by_name(#set);                    \
+    if (!ks) TEST_SKIP("this CPU cannot run the " #set " kernels");       \
+    ASSERT(check_block_backward_input_all(ks) == 0);                      \
     return 0;                                                             \
   }
 

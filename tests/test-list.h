@@ -7,3 +7,4 @@
 #include "list-explain.h"
 #include "list-service.h"
 #include "list-metrics.h"
+#include "list-report.h"

@@ -344,6 +344,98 @@ TEST_IMPL(nn_deterministic) {
   return 0;
 }
 
+/* The fused routes against the unfused ones, for every set, bit for bit:
+ * the input gradient and every layer's gradient of CTP_BWD_INPUT (one
+ * conv3x3_backward_input per layer) against those of
+ * CTP_BWD_INPUT | CTP_BWD_PARAMS (mask, weight gradient, convolution,
+ * max-pool routing as separate passes), plain and guided; the input
+ * gradient with CTP_BWD_NO_LAYERS; nets made with CTPHASE_NN_ROUTE=unfused
+ * (the forward as conv, then conv + pool) and =layer (the backward one
+ * layer at a time). */
+TEST_IMPL(nn_backward_routes) {
+  ctp_model *m;
+  ASSERT_OK(ctp_model_new(&m, 3));
+  ctp_model_init_he(m, 11);
+  const int n = 2, h = 64, w = 96;
+  size_t nx = (size_t)n * 3 * h * w, big = (size_t)n * h * w * 64 * 2;
+  float *x = malloc(nx * sizeof(float)), *dparams = NULL;
+  float *want = malloc(big * sizeof(float)), *got = malloc(big * sizeof(float));
+  ASSERT(x && want && got);
+  ASSERT((dparams = calloc(m->num_params, sizeof(float))) != NULL);
+  for (size_t i = 0; i < nx; i++) x[i] = sinf((float)i * 0.013f) * 2.0f;
+  const float dl[10] = {0.5f, -1, 0.25f, 1, 0, -0.3f, 0, 1, 0.7f, 0};
+  for (int si = 0; si < NUM_SETS; si++) {
+    ctp_net *net, *old, *lay;
+    unsetenv("CTPHASE_NN_ROUTE");
+    ASSERT_OK(ctp_net_new(&net, m, n, h, w, CTP_NET_GRAD, 2));
+    setenv("CTPHASE_NN_ROUTE", "unfused", 1);
+    ASSERT_OK(ctp_net_new(&old, m, n, h, w, CTP_NET_GRAD, 2));
+    setenv("CTPHASE_NN_ROUTE", "layer", 1);
+    ASSERT_OK(ctp_net_new(&lay, m, n, h, w, CTP_NET_GRAD, 2));
+    unsetenv("CTPHASE_NN_ROUTE");
+    if (ctp_net_set_kernels(net, kernel_sets[si])) {
+      ctp_net_free(net);
+      ctp_net_free(old);
+      ctp_net_free(lay);
+      continue;
+    }
+    ASSERT_OK(ctp_net_set_kernels(old, kernel_sets[si]));
+    ASSERT_OK(ctp_net_set_kernels(lay, kernel_sets[si]));
+    ASSERT_OK(ctp_net_forward(lay, x, n, NULL));
+    float lg[10], lg_old[10];
+    ASSERT_OK(ctp_net_forward(net, x, n, lg));
+    ASSERT_OK(ctp_net_forward(old, x, n, lg_old));
+    ASSERT(memcmp(lg, lg_old, sizeof lg) == 0);
+    for (int guided = 0; guided < 2; guided++) {
+      unsigned g = guided ? CTP_BWD_GUIDED : 0;
+      /* want: every gradient of the unfused backward, layer after layer. */
+      ASSERT_OK(ctp_net_backward(net, dl, n, CTP_BWD_INPUT | CTP_BWD_PARAMS | g,
+                                 dparams));
+      size_t off[CTP_NUM_CONV + 2] = {0};
+      for (int l = CTP_INPUT; l < CTP_NUM_CONV; l++) {
+        int c, hh, ww;
+        ctp_net_shape(net, l, &c, &hh, &ww);
+        ASSERT_OK(ctp_net_get(net, l, 1, n, want + off[l + 1]));
+        off[l + 2] = off[l + 1] + (size_t)n * c * hh * ww;
+      }
+      ASSERT_OK(ctp_net_backward(net, dl, n, CTP_BWD_INPUT | g, NULL));
+      for (int l = CTP_INPUT; l < CTP_NUM_CONV; l++) {
+        size_t count = off[l + 2] - off[l + 1];
+        ASSERT_OK(ctp_net_get(net, l, 1, n, got));
+        if (memcmp(got, want + off[l + 1], count * sizeof(float)) != 0) {
+          fprintf(stderr, "[%s] guided=%d: gradient at %s differs between "
+                  "the fused and unfused backward\n", kernel_sets[si], guided,
+                  l == CTP_INPUT ? "input" : ctp_layer_name(l));
+          return 1;
+        }
+      }
+      size_t count = off[1];
+      ASSERT_OK(ctp_net_backward(net, dl, n,
+                                 CTP_BWD_INPUT | CTP_BWD_NO_LAYERS | g, NULL));
+      ASSERT_OK(ctp_net_get(net, CTP_INPUT, 1, n, got));
+      ASSERT(memcmp(got, want, count * sizeof(float)) == 0);
+      ASSERT_OK(ctp_net_backward(old, dl, n, CTP_BWD_INPUT | g, NULL));
+      ASSERT_OK(ctp_net_get(old, CTP_INPUT, 1, n, got));
+      ASSERT(memcmp(got, want, count * sizeof(float)) == 0);
+      ASSERT_OK(ctp_net_backward(lay, dl, n, CTP_BWD_INPUT | g, NULL));
+      for (int l = CTP_INPUT; l < CTP_NUM_CONV; l++) {
+        ASSERT_OK(ctp_net_get(lay, l, 1, n, got));
+        ASSERT(memcmp(got, want + off[l + 1],
+                      (off[l + 2] - off[l + 1]) * sizeof(float)) == 0);
+      }
+    }
+    ctp_net_free(net);
+    ctp_net_free(old);
+    ctp_net_free(lay);
+  }
+  free(x);
+  free(want);
+  free(got);
+  free(dparams);
+  ctp_model_free(m);
+  return 0;
+}
+
 typedef struct {
   const ctp_model *m;
   const float *x;

@@ -8,11 +8,15 @@
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
 #include "ctphase/error.h"
+#include "ctphase/scu.h"
 #include "ctphase/store.h"
 #include "ctphase/util.h"
 #include "service/config.h"
@@ -195,6 +199,94 @@ TEST_IMPL(config_reload_keeps_static_keys) {
   return 0;
 }
 
+/* Destinations: the two forms, what is refused and why; the folder
+ * destination's atomic copy; C-STORE status words. */
+TEST_IMPL(scu_destinations_and_folder_copy) {
+  ctp_dest d;
+  ASSERT_OK(ctp_dest_parse("PACS@10.0.0.5:104", &d));
+  ASSERT(d.kind == CTP_DEST_SCP && strcmp(d.ae_title, "PACS") == 0 &&
+         strcmp(d.host, "10.0.0.5") == 0 && d.port == 104);
+  ASSERT_OK(ctp_dest_parse("MY AE@pacs-1.example.org:11112", &d));
+  ASSERT(strcmp(d.ae_title, "MY AE") == 0 && d.port == 11112);
+  ASSERT_OK(ctp_dest_parse("dir:/var/spool/results", &d));
+  ASSERT(d.kind == CTP_DEST_DIR && strcmp(d.dir, "/var/spool/results") == 0);
+  static const struct {
+    const char *text, *mentions;
+  } bad[] = {{"PACS", "not understood"},        {"@host:104", "AE title"},
+             {"ABCDEFGHIJKLMNOPQ@h:104", "AE title"}, {"PACS@:104", "host"},
+             {"PACS@h:0", "port"},              {"PACS@h:70000", "port"},
+             {"PACS@h:", "port"},               {"PACS@h/x:104", "host"},
+             {"dir:relative", "absolute"},      {"", "not understood"}};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    ASSERT_EQ_INT(ctp_dest_parse(bad[i].text, &d), CTP_EINVAL);
+    if (!strstr(ctp_last_error(), bad[i].mentions)) {
+      fprintf(stderr, "\"%s\": %s\n", bad[i].text, ctp_last_error());
+      return 1;
+    }
+  }
+  /* The configuration refuses a bad destination by its key. */
+  svc_config c;
+  ASSERT_OK(config_init(&c));
+  ASSERT_OK(config_set(&c, "destinations", "[\"PACS@h:104\", \"dir:/x\"]"));
+  ASSERT_OK(config_validate(&c));
+  ASSERT_OK(config_set(&c, "destinations", "[\"PACS@h\"]"));
+  ASSERT_EQ_INT(config_validate(&c), CTP_EINVAL);
+  ASSERT(strstr(ctp_last_error(), "destinations") && strstr(ctp_last_error(), "PACS@h"));
+  ASSERT_OK(config_set(&c, "destinations", "[]"));
+  ASSERT_OK(config_set(&c, "uid_root", "1.2..3"));
+  ASSERT_EQ_INT(config_validate(&c), CTP_EINVAL);
+  ASSERT_EQ_INT(config_set(&c, "report_masking", "1"), CTP_EINVAL);
+  ASSERT_OK(config_set(&c, "report_masking", "true"));
+  ASSERT_EQ_INT(c.report_masking, 1);
+  config_free(&c);
+  /* Folder copy: the file arrives whole, nothing temporary is left. */
+  char src[512], dir[512], dst[600];
+  snprintf(src, sizeof src, "%s/a.dcm", test_tmpdir());
+  snprintf(dir, sizeof dir, "%s/out/sub", test_tmpdir());
+  ASSERT_OK(ctp_file_write_atomic(src, "DICM-ish", 8));
+  const char *files[2] = {src, "/nonexistent/b.dcm"};
+  ctp_scu_result res[2];
+  ASSERT_OK(ctp_scu_copy_files(dir, files, 2, res));
+  ASSERT_EQ_INT(res[0].rc, 0);
+  ASSERT_EQ_INT(res[1].rc, CTP_EIO);
+  ASSERT(strstr(res[1].error, "/nonexistent/b.dcm"));
+  snprintf(dst, sizeof dst, "%s/a.dcm", dir);
+  unsigned char *buf = NULL;
+  size_t len = 0;
+  ASSERT_OK(ctp_file_read(dst, &buf, &len));
+  ASSERT(len == 8 && memcmp(buf, "DICM-ish", 8) == 0);
+  free(buf);
+  ASSERT_EQ_INT(ctp_scu_copy_files("relative", files, 1, res), CTP_EINVAL);
+  /* Status words. */
+  ASSERT(strstr(ctp_scu_status_str(0xA701), "out of resources"));
+  ASSERT(strstr(ctp_scu_status_str(0xC123), "cannot understand"));
+  ASSERT(strstr(ctp_scu_status_str(0x0122), "SOP class not supported"));
+  /* Sending to a port where nothing listens: a network error, per file. */
+  ctp_scu_opts o = {"CTPHASE", "PACS", "127.0.0.1", 1, 2, 2, 2, 0};
+  files[0] = "tests/corpus/dicom/valid.dcm";
+  ASSERT_EQ_INT(ctp_scu_send_files(&o, files, 1, res), CTP_ENET);
+  ASSERT_EQ_INT(res[0].rc, CTP_ENET);
+  ASSERT(strstr(res[0].error, "cannot associate with PACS@127.0.0.1:1"));
+  /* A peer that takes the connection and never answers: the ACSE timeout
+   * ends the wait. */
+  int ls = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t slen = sizeof sa;
+  ASSERT(ls >= 0 && bind(ls, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(ls, 4) == 0);
+  ASSERT(getsockname(ls, (struct sockaddr *)&sa, &slen) == 0);
+  o.port = ntohs(sa.sin_port);
+  o.connect_timeout = o.acse_timeout = o.dimse_timeout = 1;
+  double t0 = ctp_now();
+  ASSERT_EQ_INT(ctp_scu_send_files(&o, files, 1, res), CTP_ENET);
+  double waited = ctp_now() - t0;
+  close(ls);
+  if (waited > 5) {
+    fprintf(stderr, "a silent peer held the sender for %.1f s\n", waited);
+    return 1;
+  }
+  return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* UIDs and paths                                                       */
 /* ------------------------------------------------------------------ */
@@ -371,7 +463,10 @@ TEST_IMPL(store_transition_tables) {
   ASSERT(!ctp_job_transition_ok(CTP_JOB_FAILED, CTP_JOB_RUNNING));
   ASSERT(ctp_outbound_transition_ok(CTP_OUTBOUND_PENDING, CTP_OUTBOUND_SENDING));
   ASSERT(ctp_outbound_transition_ok(CTP_OUTBOUND_SENDING, CTP_OUTBOUND_SENT));
-  ASSERT(!ctp_outbound_transition_ok(CTP_OUTBOUND_SENT, CTP_OUTBOUND_PENDING));
+  /* A sent or failed object goes back to pending only by a resend. */
+  ASSERT(ctp_outbound_transition_ok(CTP_OUTBOUND_SENT, CTP_OUTBOUND_PENDING));
+  ASSERT(!ctp_outbound_transition_ok(CTP_OUTBOUND_SENT, CTP_OUTBOUND_SENDING));
+  ASSERT(!ctp_outbound_transition_ok(CTP_OUTBOUND_PENDING, CTP_OUTBOUND_SENT));
   ASSERT(strcmp(ctp_series_state_name(CTP_SERIES_SKIPPED), "skipped") == 0);
   ASSERT_EQ_INT(ctp_job_state_parse("failed"), CTP_JOB_FAILED);
   ASSERT_EQ_INT(ctp_job_state_parse("nope"), -1);
@@ -410,7 +505,8 @@ TEST_IMPL(store_series_life_cycle) {
   ASSERT_EQ_INT(series_state(st, "1.2.3"), CTP_SERIES_RUNNING);
   ASSERT_OK(ctp_store_job_claim(st, 112.0, &job, &found));
   ASSERT_EQ_INT(found, 0);
-  ctp_store_job_end end = {CTP_JOB_DONE, NULL, "[{\"phase\":\"cm\"}]", "abc", 1.5, 1.0};
+  ctp_store_job_end end = {.state = CTP_JOB_DONE, .result_json = "[{\"phase\":\"cm\"}]",
+                           .model_sha256 = "abc", .duration_s = 1.5, .infer_s = 1.0};
   ASSERT_OK(ctp_store_job_finish(st, 1, 113.0, &end));
   ASSERT_EQ_INT(series_state(st, "1.2.3"), CTP_SERIES_DONE);
   char *json = NULL;
@@ -509,7 +605,8 @@ TEST_IMPL(store_retention_keeps_records) {
   ASSERT_OK(ctp_store_retention_due(st, 1000.0, 10, &due_list, &n));
   ASSERT_EQ_INT(n, 0); /* still running */
   ctp_store_strings_free(due_list, n);
-  ctp_store_job_end end = {CTP_JOB_DONE, NULL, "[]", "abc", 1, 1};
+  ctp_store_job_end end = {.state = CTP_JOB_DONE, .result_json = "[]", .model_sha256 = "abc",
+                           .duration_s = 1, .infer_s = 1};
   ASSERT_OK(ctp_store_job_finish(st, job.id, 32.0, &end));
   ASSERT_OK(ctp_store_retention_due(st, 31.0, 10, &due_list, &n));
   ASSERT_EQ_INT(n, 0); /* done at 32, retention ends at 31: not yet */
@@ -567,6 +664,104 @@ TEST_IMPL(store_jobs_json_and_filters) {
   ASSERT_EQ_INT(cJSON_GetArraySize(cJSON_GetObjectItem(a, "jobs")), 1);
   cJSON_Delete(a);
   free(json);
+  ctp_store_close(st);
+  return 0;
+}
+
+/* Outbound rows: made with the job, one per object per destination;
+ * claimed per destination; retried, given up, recovered, re-sent; a
+ * later job of the series takes the same objects over. */
+TEST_IMPL(store_outbound_life_cycle) {
+  ctp_store *st = open_tmp_store("out.db");
+  ASSERT(st);
+  int added = 0, njobs = 0, found = 0, n = 0, stale = 0;
+  double due = 0;
+  ASSERT_OK(add(st, "1.2.3", "1.2.3.1", 100.0, &added));
+  ASSERT_OK(ctp_store_series_promote(st, 111.0, 10.0, &njobs, &due));
+  ctp_store_job job;
+  ASSERT_OK(ctp_store_job_claim(st, 112.0, &job, &found));
+  ctp_store_object objs[2] = {
+      {"sr", "1.2.840.10008.5.1.4.1.1.88.34", "2.25.1", "2.25.10", "outbound/1.2.3/2.25.1.dcm"},
+      {"sc", "1.2.840.10008.5.1.4.1.1.7", "2.25.2", "2.25.20", "outbound/1.2.3/2.25.2.dcm"}};
+  const char *dests[2] = {"PACS@127.0.0.1:104", "dir:/tmp/x"};
+  ctp_store_job_end end = {.state = CTP_JOB_DONE, .result_json = "[]", .objects = objs,
+                           .nobjects = 2, .destinations = dests, .ndestinations = 2};
+  ASSERT_OK(ctp_store_job_finish(st, job.id, 113.0, &end));
+  ctp_store_counts c;
+  ASSERT_OK(ctp_store_count(st, &c));
+  ASSERT_EQ_INT(c.outbound[CTP_OUTBOUND_PENDING], 4);
+  /* Nothing is due before its time; then one destination at a time. */
+  ctp_store_outbound rows[8];
+  ASSERT_OK(ctp_store_outbound_claim(st, 112.0, 8, rows, &n));
+  ASSERT_EQ_INT(n, 0);
+  ASSERT_OK(ctp_store_outbound_claim(st, 120.0, 8, rows, &n));
+  ASSERT_EQ_INT(n, 2);
+  ASSERT(strcmp(rows[0].destination, rows[1].destination) == 0);
+  ASSERT_EQ_INT(rows[0].attempts, 1);
+  ASSERT(strcmp(rows[0].sop_class_uid, "1.2.840.10008.5.1.4.1.1.88.34") == 0);
+  ctp_store_outbound_end ends[2] = {
+      {rows[0].id, CTP_OUTBOUND_SENT, NULL, 0},
+      {rows[1].id, CTP_OUTBOUND_PENDING, "connection refused", 150.0}};
+  ASSERT_OK(ctp_store_outbound_finish(st, 121.0, ends, 2, &stale));
+  ASSERT_EQ_INT(stale, 0);
+  ASSERT_OK(ctp_store_outbound_next_due(st, 121.0, &due));
+  ASSERT_NEAR(due, 0, 0); /* the other destination's rows are due */
+  ctp_store_outbound rows2[8];
+  ASSERT_OK(ctp_store_outbound_claim(st, 121.0, 8, rows2, &n));
+  ASSERT_EQ_INT(n, 2);
+  ASSERT(strcmp(rows2[0].destination, rows[0].destination) != 0);
+  ctp_store_outbound_end gone[2] = {{rows2[0].id, CTP_OUTBOUND_FAILED, "rejected", 0},
+                                    {rows2[1].id, CTP_OUTBOUND_FAILED, "rejected", 0}};
+  ASSERT_OK(ctp_store_outbound_finish(st, 122.0, gone, 2, NULL));
+  ASSERT_OK(ctp_store_outbound_next_due(st, 122.0, &due));
+  ASSERT_NEAR(due, 28.0, 1e-6);
+  ASSERT_OK(ctp_store_outbound_claim(st, 150.0, 8, rows, &n));
+  ASSERT_EQ_INT(n, 1);
+  ASSERT_EQ_INT(rows[0].attempts, 2);
+  /* A crash while sending: recovery puts it back. */
+  ctp_store_close(st);
+  st = open_tmp_store("out.db");
+  int requeued = 0;
+  ASSERT_OK(ctp_store_outbound_recover(st, 160.0, &requeued));
+  ASSERT_EQ_INT(requeued, 1);
+  /* A row re-queued while it was being sent is not marked sent. */
+  ASSERT_OK(ctp_store_outbound_claim(st, 160.0, 8, rows, &n));
+  ASSERT_EQ_INT(n, 1);
+  ASSERT_OK(ctp_store_outbound_resend(st, job.id, 161.0, &n));
+  ASSERT_EQ_INT(n, 4);
+  ends[0] = (ctp_store_outbound_end){rows[0].id, CTP_OUTBOUND_SENT, NULL, 0};
+  ASSERT_OK(ctp_store_outbound_finish(st, 162.0, ends, 1, &stale));
+  ASSERT_EQ_INT(stale, 1);
+  ASSERT_OK(ctp_store_count(st, &c));
+  ASSERT_EQ_INT(c.outbound[CTP_OUTBOUND_PENDING], 4);
+  char *json = NULL;
+  ASSERT_OK(ctp_store_job_json(st, job.id, &json));
+  cJSON *o = cJSON_Parse(json);
+  free(json);
+  cJSON *out = cJSON_GetObjectItem(o, "outbound");
+  ASSERT_EQ_INT(cJSON_GetArraySize(out), 4);
+  ASSERT(strcmp(cJSON_GetObjectItem(cJSON_GetArrayItem(out, 0), "state")->valuestring,
+                "pending") == 0);
+  cJSON_Delete(o);
+  /* Resend of an unknown job, or of one without rows. */
+  ASSERT_EQ_INT(ctp_store_outbound_resend(st, 99, 170.0, &n), CTP_ENOENT);
+  /* The series again: the same objects belong to the new job, once. */
+  ASSERT_OK(ctp_store_job_retry(st, job.id, 180.0, &job.id));
+  ASSERT_OK(ctp_store_job_claim(st, 181.0, &job, &found));
+  ASSERT_OK(ctp_store_job_finish(st, job.id, 182.0, &end));
+  ASSERT_OK(ctp_store_count(st, &c));
+  ASSERT_EQ_INT(c.outbound[CTP_OUTBOUND_PENDING], 4);
+  ASSERT_EQ_INT(ctp_store_outbound_resend(st, 1, 183.0, &n), CTP_ENOENT);
+  ASSERT_OK(ctp_store_outbound_resend(st, job.id, 183.0, &n));
+  ASSERT_EQ_INT(n, 4);
+  /* An unreachable destination: its pending rows wait, the others not. */
+  ASSERT_OK(ctp_store_outbound_defer(st, "dir:/tmp/x", 500.0, &n));
+  ASSERT_EQ_INT(n, 2);
+  ASSERT_OK(ctp_store_outbound_claim(st, 400.0, 8, rows, &n));
+  ASSERT_EQ_INT(n, 2);
+  ASSERT(strcmp(rows[0].destination, "PACS@127.0.0.1:104") == 0);
+  ASSERT_OK(ctp_store_outbound_claim(st, 400.0, 8, rows, &n));
+  ASSERT_EQ_INT(n, 0);
   ctp_store_close(st);
   return 0;
 }

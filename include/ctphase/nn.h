@@ -36,7 +36,12 @@ enum {
 enum {
   CTP_BWD_INPUT = 1 << 0,  /* compute the gradient at the input */
   CTP_BWD_PARAMS = 1 << 1, /* accumulate parameter gradients */
-  CTP_BWD_GUIDED = 1 << 2  /* guided backprop: ReLUs also drop grad < 0 */
+  CTP_BWD_GUIDED = 1 << 2, /* guided backprop: ReLUs also drop grad < 0 */
+  /* Only the input gradient is wanted: the gradients at the layers'
+   * outputs (ctp_net_dact(), ctp_net_get(..., 1, ...)) are left undefined,
+   * which spares writing those behind each max-pool. Ignored with
+   * CTP_BWD_PARAMS. */
+  CTP_BWD_NO_LAYERS = 1 << 3
 };
 
 /* A pseudo-layer index for ctp_net_get(): the network's input. */

@@ -140,6 +140,21 @@ typedef struct {
 
 typedef struct ctp_scp ctp_scp;
 
+/* What ctp_scp_file_read() finds in a Part-10 file this SCP wrote. */
+typedef struct {
+  char sop_class_uid[65];
+  char sop_instance_uid[65];
+  char study_instance_uid[65];   /* "" when absent */
+  char series_instance_uid[65];  /* "" when absent */
+  char transfer_syntax[65];      /* from the file meta information */
+  char source_ae[17];            /* SourceApplicationEntityTitle, or "" */
+} ctp_scp_file_info;
+
+/* Reads the UIDs of a received file again (start-up reconciliation of
+ * files that have no database row). Pixel data is not read. CTP_EDICOM
+ * when the file is not a readable Part-10 file. */
+int ctp_scp_file_read(const char *path, ctp_scp_file_info *out);
+
 /* Binds, listens and starts the listener thread. */
 int ctp_scp_start(ctp_scp **out, const ctp_scp_opts *opts,
                   const ctp_scp_callbacks *cb);

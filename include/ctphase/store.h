@@ -18,7 +18,12 @@
  *             running -> queued             (interrupted; attempts counts)
  *             queued -> skipped             (superseded: its series received
  *                                            more instances before it ran)
- *   outbound: pending -> sending -> sent|failed, sending -> pending
+ *   outbound: pending -> sending -> sent|failed
+ *             sending -> pending         (failed; retried after a backoff)
+ *             sent|failed -> pending     (ctphase jobs resend)
+ *             any -> pending, attempts 0 (a later job of the series made
+ *                                         the same object again; bulk)
+ *             sending -> pending         (recovery at start-up; bulk)
  *
  * A series that receives instances after its job ran goes back to
  * "receiving" and gets a new job when it is stable again; the old job and
@@ -41,7 +46,7 @@ extern "C" {
 #endif
 
 /* The schema version this build reads and writes (PRAGMA user_version). */
-#define CTP_STORE_SCHEMA_VERSION 1
+#define CTP_STORE_SCHEMA_VERSION 2
 
 #define CTP_SERIES_STATE_MAP(XX) \
   XX(RECEIVING, "receiving")     \
@@ -169,12 +174,27 @@ typedef struct {
 int ctp_store_job_claim(ctp_store *st, double now, ctp_store_job *job,
                         int *found);
 
+/* An object a job made for the PACS (an SR or a Secondary Capture). */
+typedef struct {
+  const char *kind;             /* "sr" or "sc" */
+  const char *sop_class_uid;
+  const char *sop_instance_uid;
+  const char *series_uid;       /* the object's own series */
+  const char *path;             /* relative to the data dir */
+} ctp_store_object;
+
 typedef struct {
   int state;               /* CTP_JOB_DONE, _FAILED, _SKIPPED or _QUEUED */
   const char *error;       /* NULL or why */
   const char *result_json; /* NULL or the result */
   const char *model_sha256;
   double duration_s, infer_s;
+  /* When state is DONE: one outbound row per object per destination,
+   * committed with the job (so a job marked done always has its rows). */
+  const ctp_store_object *objects;
+  int nobjects;
+  const char *const *destinations;
+  int ndestinations;
 } ctp_store_job_end;
 
 /* Ends a running job; its series follows if the job is its current one. */
@@ -187,6 +207,54 @@ int ctp_store_recover(ctp_store *st, double now, int max_attempts,
 /* ctphase jobs retry: a new queued job for the series of job id, which
  * must be done, failed or skipped. *new_id: the new job. */
 int ctp_store_job_retry(ctp_store *st, int64_t id, double now, int64_t *new_id);
+
+/* --- outbound objects ---------------------------------------------- */
+
+typedef struct {
+  int64_t id;
+  int64_t job_id;
+  char kind[8];
+  char sop_class_uid[65];
+  char sop_instance_uid[65];
+  char series_uid[65];
+  char path[1024];          /* relative to the data dir */
+  char destination[300];    /* as configured: "AE@host:port" or "dir:/..." */
+  int attempts;             /* including this one */
+} ctp_store_outbound;
+
+/* Claims up to limit due rows (pending, next_attempt_at <= now) of ONE
+ * destination, the one whose row is due longest: they become "sending"
+ * and their attempts grow by one. *n = 0 when nothing is due. */
+int ctp_store_outbound_claim(ctp_store *st, double now, int limit,
+                             ctp_store_outbound *rows, int *n);
+
+typedef struct {
+  int64_t id;
+  int state;                /* CTP_OUTBOUND_SENT, _PENDING (retry) or _FAILED */
+  const char *error;        /* why it failed (ignored for SENT) */
+  double next_attempt_at;   /* PENDING: when to try again */
+} ctp_store_outbound_end;
+
+/* Ends the sends of claimed rows, in one transaction. A row that is no
+ * longer "sending" (re-queued meanwhile by a resend or a new job) is left
+ * as it is and counted in *stale (may be NULL). */
+int ctp_store_outbound_finish(ctp_store *st, double now,
+                              const ctp_store_outbound_end *ends, int n,
+                              int *stale);
+/* A destination that cannot be reached: its other pending rows wait
+ * until `until` too (their attempts do not grow). *n (may be NULL): rows
+ * deferred. */
+int ctp_store_outbound_defer(ctp_store *st, const char *destination, double until,
+                             int *n);
+/* Seconds until the next pending row is due (0: now; -1: none). */
+int ctp_store_outbound_next_due(ctp_store *st, double now, double *due);
+/* At start-up: rows left "sending" by a crash go back to pending, due
+ * now. *requeued: how many. */
+int ctp_store_outbound_recover(ctp_store *st, double now, int *requeued);
+/* ctphase jobs resend: every outbound row of the job goes back to pending
+ * with attempts 0, due now. CTP_ENOENT when the job is unknown or has no
+ * rows. *n (may be NULL): rows re-queued. */
+int ctp_store_outbound_resend(ctp_store *st, int64_t job_id, double now, int *n);
 
 /* --- retention ------------------------------------------------------ */
 
@@ -213,7 +281,8 @@ int ctp_store_count(ctp_store *st, ctp_store_counts *c);
 /* Jobs, newest first, as a JSON array (malloc'd); state NULL for all. */
 int ctp_store_jobs_json(ctp_store *st, const char *state, int limit,
                         char **json);
-/* One job with its result, as a JSON object; CTP_ENOENT if unknown. */
+/* One job with its result and its outbound objects ("outbound": [...]),
+ * as a JSON object; CTP_ENOENT if unknown. */
 int ctp_store_job_json(ctp_store *st, int64_t id, char **json);
 /* One series with its jobs, as a JSON object; CTP_ENOENT if unknown. */
 int ctp_store_series_json(ctp_store *st, const char *series_uid, char **json);

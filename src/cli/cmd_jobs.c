@@ -4,12 +4,13 @@
  *   ctphase jobs list [--state S] [--limit N] [--json]
  *   ctphase jobs show ID
  *   ctphase jobs retry ID
+ *   ctphase jobs resend ID
  *
  * Reads DATA_DIR/ctphased.db directly (--data-dir, else $CTPHASED_DATA_DIR,
  * else /var/lib/ctphased). This works while ctphased runs: the database
- * is in WAL mode, so reading never blocks the daemon, and `retry` is one
- * short write transaction that the daemon's scheduler picks up within a
- * second. The database is never created or upgraded from here.
+ * is in WAL mode, so reading never blocks the daemon, and `retry` and
+ * `resend` are one short write transaction each, which the daemon's
+ * scheduler or sender picks up within a second. The database is never created or upgraded from here.
  */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@ static const char *help_jobs =
     "usage: ctphase jobs list [--state STATE] [--limit N] [--json] [--data-dir DIR]\n"
     "       ctphase jobs show ID [--data-dir DIR]\n"
     "       ctphase jobs retry ID [--data-dir DIR]\n"
+    "       ctphase jobs resend ID [--data-dir DIR]\n"
     "\n"
     "Lists, shows and retries the jobs of ctphased (one job per stable series:\n"
     "the phase of each of its acquisitions). Works while the daemon runs.\n"
@@ -36,7 +38,11 @@ static const char *help_jobs =
     "  --limit N       newest N jobs (default 50)\n"
     "  --json          JSON instead of a table\n"
     "\n"
-    "retry queues a new job for the series of a done, failed or skipped job.\n";
+    "retry queues a new job for the series of a done, failed or skipped job.\n"
+    "resend sends the job's result objects (SR, Secondary Captures) again to\n"
+    "every destination: their outbound rows go back to pending, attempts 0.\n"
+    "show prints the job, its result and its outbound objects (state,\n"
+    "attempts, last error per destination).\n";
 
 static void fmt_time(const cJSON *v, char *out, size_t n) {
   if (!cJSON_IsNumber(v)) {
@@ -112,8 +118,9 @@ int cmd_jobs(int argc, char **argv) {
   if (!data_dir) data_dir = "/var/lib/ctphased";
   long long id = 0;
   int is_list = verb && strcmp(verb, "list") == 0;
-  if (!verb || (!is_list && strcmp(verb, "show") && strcmp(verb, "retry")))
-    return cli_usage(help_jobs, verb ? verb : "(missing list, show or retry)");
+  if (!verb || (!is_list && strcmp(verb, "show") && strcmp(verb, "retry") &&
+                strcmp(verb, "resend")))
+    return cli_usage(help_jobs, verb ? verb : "(missing list, show, retry or resend)");
   if (!is_list && (!id_s || parse_id(id_s, &id)))
     return cli_usage(help_jobs, id_s ? id_s : "(missing job ID)");
   if (state && ctp_job_state_parse(state) < 0)
@@ -126,13 +133,17 @@ int cmd_jobs(int argc, char **argv) {
   if (r) return cli_fail("cannot open the database", r);
   char *out = NULL;
   int64_t new_id = 0;
+  int resent = 0, is_resend = strcmp(verb, "resend") == 0;
   if (is_list) r = ctp_store_jobs_json(st, state, limit, &out);
   else if (strcmp(verb, "show") == 0) r = ctp_store_job_json(st, id, &out);
+  else if (is_resend) r = ctp_store_outbound_resend(st, id, ctp_wall_now(), &resent);
   else r = ctp_store_job_retry(st, id, ctp_wall_now(), &new_id);
   int status = 0;
   if (r) status = cli_fail(verb, r);
   else if (is_list && !json) print_table(out);
   else if (out) print_job(out);
+  else if (is_resend)
+    printf("job %lld: %d outbound object(s) queued to be sent again\n", id, resent);
   else printf("job %lld queued (retry of job %lld)\n", (long long)new_id, id);
   free(out);
   ctp_store_close(st);

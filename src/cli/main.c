@@ -7,6 +7,9 @@
 #include "cli/cli.h"
 #include "ctphase/error.h"
 
+/* cmd_report.c (its declaration belongs in cli.h). */
+int cmd_report(int argc, char **argv);
+
 static const char *usage =
     "usage: ctphase <command> [options]\n"
     "\n"
@@ -21,6 +24,7 @@ static const char *usage =
     "  scan ROOT --csv OUT    the phase of every series in a tree, as CSV\n"
     "  explain                explanation maps (saliency, guided, CAM, Grad-CAM, SAM)\n"
     "  masktest               the paper's masking-specificity test of the maps\n"
+    "  report PATH...         the SR and SAM Secondary Captures ctphased sends\n"
     "  phantom --out DIR      synthetic abdominal CT series with known phase\n"
     "  train                  train the classifier (phantom or labelled DICOM)\n"
     "  evaluate               the paper's tables and figures on held-out data\n"
@@ -83,6 +87,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "phantom")) return cmd_phantom(argc - 1, argv + 1);
   if (!strcmp(cmd, "explain")) return cmd_explain(argc - 1, argv + 1);
   if (!strcmp(cmd, "masktest")) return cmd_masktest(argc - 1, argv + 1);
+  if (!strcmp(cmd, "report")) return cmd_report(argc - 1, argv + 1);
   if (!strcmp(cmd, "evaluate")) return cmd_evaluate(argc - 1, argv + 1);
   if (!strcmp(cmd, "jobs")) return cmd_jobs(argc - 1, argv + 1);
   fprintf(stderr, "ctphase: unknown command '%s'\n\n%s", cmd, usage);

@@ -944,6 +944,41 @@ int ctp_scp_start(ctp_scp **out, const ctp_scp_opts *opts,
   }
 }
 
+int ctp_scp_file_read(const char *path, ctp_scp_file_info *out) {
+  if (!path || !out) return ctp_seterr(CTP_EINVAL, "ctp_scp_file_read: argument");
+  memset(out, 0, sizeof *out);
+  try {
+    if (int rc = ctp_dicom_init()) return rc;
+    DcmFileFormat ff;
+    OFCondition c = ff.loadFile(OFFilename(path), EXS_Unknown, EGL_noChange,
+                                4096, ERM_fileOnly);
+    if (c.bad())
+      return ctp_seterr(CTP_EDICOM, "%s: not a readable DICOM file: %s", path,
+                        c.text());
+    DcmDataset *ds = ff.getDataset();
+    DcmMetaInfo *meta = ff.getMetaInfo();
+    struct { char *dst; size_t n; DcmItem *item; DcmTagKey tag; } f[] = {
+        {out->sop_class_uid, sizeof out->sop_class_uid, ds, DCM_SOPClassUID},
+        {out->sop_instance_uid, sizeof out->sop_instance_uid, ds, DCM_SOPInstanceUID},
+        {out->study_instance_uid, sizeof out->study_instance_uid, ds, DCM_StudyInstanceUID},
+        {out->series_instance_uid, sizeof out->series_instance_uid, ds, DCM_SeriesInstanceUID},
+        {out->transfer_syntax, sizeof out->transfer_syntax, meta, DCM_TransferSyntaxUID},
+        {out->source_ae, sizeof out->source_ae, meta, DCM_SourceApplicationEntityTitle},
+    };
+    for (auto &x : f) {
+      std::string v = get_str(x.item, x.tag);
+      if (v.size() >= x.n) v.resize(x.n - 1);
+      memcpy(x.dst, v.c_str(), v.size() + 1);
+    }
+    if (!out->sop_class_uid[0] || !out->sop_instance_uid[0] || !out->transfer_syntax[0])
+      return ctp_seterr(CTP_EDICOM, "%s: no SOP class, SOP instance or transfer "
+                        "syntax UID", path);
+    return 0;
+  } catch (...) {
+    return ctp_seterr(CTP_EDICOM, "%s: cannot read", path);
+  }
+}
+
 int ctp_scp_port(const ctp_scp *s) { return s ? s->port : -1; }
 
 int ctp_scp_active(const ctp_scp *s) {

@@ -260,8 +260,93 @@ AVX2 static void pool_row(float *o, const float *a, const float *b, int W,
   }
 }
 
-static const conv_isa isa = {8, FWD_PMAX, fwd_row_pick, fwd_row_small_k,
-                             pool_row};
+/* ---------------------------------------------------------------------- */
+/* Input gradient: the ReLU and max-pool rows                             */
+/* ---------------------------------------------------------------------- */
+
+/* dst = a > 0 && (!guided || g > 0) ? g : 0 over n floats. */
+AVX2 static void relu_grad(float *dst, const float *g, const float *a,
+                           size_t n, int guided) {
+  const __m256 zero = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 gv = _mm256_loadu_ps(g + i);
+    __m256 m = _mm256_cmp_ps(_mm256_loadu_ps(a + i), zero, _CMP_GT_OQ);
+    if (guided) m = _mm256_and_ps(m, _mm256_cmp_ps(gv, zero, _CMP_GT_OQ));
+    _mm256_storeu_ps(dst + i, _mm256_and_ps(m, gv));
+  }
+  for (; i < n; i++)
+    dst[i] = a[i] > 0.0f && (!guided || g[i] > 0.0f) ? g[i] : 0.0f;
+}
+
+/* One row of the gradient through a 2x2 max-pool and a ReLU (see
+ * conv_pool_grad_fn and pool_grad in conv_avx512.c). */
+AVX2 static void pool_grad(float *dst, float *gst, const float *dp,
+                           const float *a0, const float *a1, int self, int W,
+                           int K, int guided) {
+  const __m256 zero = _mm256_setzero_ps();
+  const float *as = self ? a1 : a0;
+  for (int px = 0; px < W / 2; px++) {
+    const size_t o0 = (size_t)2 * px * K, o1 = o0 + K;
+    const float *d0 = dp + (size_t)px * K;
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+      __m256 v00 = _mm256_loadu_ps(a0 + o0 + k);
+      __m256 v01 = _mm256_loadu_ps(a0 + o1 + k);
+      __m256 v10 = _mm256_loadu_ps(a1 + o0 + k);
+      __m256 v11 = _mm256_loadu_ps(a1 + o1 + k);
+      __m256 d = _mm256_loadu_ps(d0 + k);
+      __m256 s1 = _mm256_cmp_ps(v01, v00, _CMP_GT_OQ);
+      __m256 m = _mm256_blendv_ps(v00, v01, s1);
+      __m256 s2 = _mm256_cmp_ps(v10, m, _CMP_GT_OQ);
+      m = _mm256_blendv_ps(m, v10, s2);
+      __m256 s3 = _mm256_cmp_ps(v11, m, _CMP_GT_OQ);
+      __m256 w0, w1;
+      if (self) {
+        w0 = _mm256_andnot_ps(s3, s2);
+        w1 = s3;
+      } else {
+        __m256 any = _mm256_or_ps(s1, _mm256_or_ps(s2, s3));
+        w0 = _mm256_andnot_ps(any, _mm256_castsi256_ps(_mm256_set1_epi32(-1)));
+        w1 = _mm256_andnot_ps(_mm256_or_ps(s2, s3), s1);
+      }
+      if (gst) {
+        _mm256_storeu_ps(gst + o0 + k, _mm256_and_ps(w0, d));
+        _mm256_storeu_ps(gst + o1 + k, _mm256_and_ps(w1, d));
+      }
+      if (guided) {
+        __m256 pos = _mm256_cmp_ps(d, zero, _CMP_GT_OQ);
+        w0 = _mm256_and_ps(w0, pos);
+        w1 = _mm256_and_ps(w1, pos);
+      }
+      w0 = _mm256_and_ps(
+          w0, _mm256_cmp_ps(_mm256_loadu_ps(as + o0 + k), zero, _CMP_GT_OQ));
+      w1 = _mm256_and_ps(
+          w1, _mm256_cmp_ps(_mm256_loadu_ps(as + o1 + k), zero, _CMP_GT_OQ));
+      _mm256_storeu_ps(dst + o0 + k, _mm256_and_ps(w0, d));
+      _mm256_storeu_ps(dst + o1 + k, _mm256_and_ps(w1, d));
+    }
+    for (; k < K; k++) { /* the same rule, one channel at a time */
+      const float v[4] = {a0[o0 + k], a0[o1 + k], a1[o0 + k], a1[o1 + k]};
+      int best = 0;
+      for (int i = 1; i < 4; i++)
+        if (v[i] > v[best]) best = i;
+      for (int i = 0; i < 2; i++) {
+        float g = best == 2 * self + i ? d0[k] : 0.0f;
+        size_t o = (i ? o1 : o0) + k;
+        if (gst) gst[o] = g;
+        dst[o] = as[o] > 0.0f && (!guided || g > 0.0f) ? g : 0.0f;
+      }
+    }
+  }
+  if (W % 2) { /* the last pixel is in no window */
+    memset(dst + (size_t)(W - 1) * K, 0, (size_t)K * sizeof(float));
+    if (gst) memset(gst + (size_t)(W - 1) * K, 0, (size_t)K * sizeof(float));
+  }
+}
+
+static const conv_isa isa = {8,        FWD_PMAX,  fwd_row_pick, fwd_row_small_k,
+                             pool_row, relu_grad, pool_grad};
 
 void conv3x3_forward_avx2(float *out, const float *inp, const float *w,
                           const float *b, int N, int H, int W, int C, int K,
@@ -294,6 +379,46 @@ int conv3x3_block_forward_avx2(float *out, float *act_a, float *act_b,
     return 0;
   return conv3x3_block_forward_ref(out, act_a, act_b, inp, wa, ba, wb, bb, N,
                                    H, W, C, K1, K2, threads);
+}
+
+int conv3x3_backward_input_avx2(float *dinp, float *dact, const float *dout,
+                                const float *act, const float *wt, int N,
+                                int H, int W, int C, int K, int pooled,
+                                int guided, float *scratch, int threads) {
+  if (N <= 0 || H <= 0 || W <= 0 || C <= 0 || K <= 0) return 0;
+  if (threads < 1) threads = 1;
+  if (conv_driver_backward_input(&isa, dinp, dact, dout, act, wt, N, H, W, C,
+                                 K, pooled, guided, scratch, threads) == 0)
+    return 0;
+  return conv3x3_backward_input_ref(dinp, dact, dout, act, wt, N, H, W, C, K,
+                                    pooled, guided, NULL, threads);
+}
+
+size_t conv3x3_backward_input_scratch_avx2(int W, int C, int K, int threads) {
+  return conv_driver_backward_input_scratch(&isa, W, C, K,
+                                            threads < 1 ? 1 : threads);
+}
+
+int conv3x3_block_backward_input_avx2(
+    float *dinp, float *dact_a, float *dact_b, const float *dpool,
+    const float *act_a, const float *act_b, const float *wta, const float *wtb,
+    int N, int H, int W, int C, int K1, int K2, int guided, float *scratch,
+    int threads) {
+  if (N <= 0 || H <= 0 || W <= 0 || C <= 0 || K1 <= 0 || K2 <= 0) return 0;
+  if (threads < 1) threads = 1;
+  if (conv_driver_block_backward_input(&isa, dinp, dact_a, dact_b, dpool,
+                                       act_a, act_b, wta, wtb, N, H, W, C, K1,
+                                       K2, guided, scratch, threads) == 0)
+    return 0;
+  return conv3x3_block_backward_input_ref(dinp, dact_a, dact_b, dpool, act_a,
+                                          act_b, wta, wtb, N, H, W, C, K1, K2,
+                                          guided, NULL, threads);
+}
+
+size_t conv3x3_block_backward_input_scratch_avx2(int W, int C, int K1, int K2,
+                                              int threads) {
+  return conv_driver_block_backward_input_scratch(&isa, W, C, K1, K2,
+                                                  threads < 1 ? 1 : threads);
 }
 
 /* ---------------------------------------------------------------------- */

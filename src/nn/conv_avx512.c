@@ -53,6 +53,12 @@
  * thread order at the end, so the result is the same from run to run for a
  * given thread count.
  *
+ * Input gradient rows (relu_grad, pool_grad; see conv_driver.h). The
+ * ReLU mask is a compare into a mask register and a zeroing move; the
+ * max-pool routing finds the first maximum of each 2x2 window in row-major
+ * order with three compares (a01 > a00, a10 > max, a11 > max, with the max
+ * carried by masked moves), which is maxpool2_backward's rule bit for bit.
+ *
  * Only functions marked AVX512 below are compiled for AVX-512, through the
  * target attribute; the rest of the program stays portable, and
  * kernels.c calls in here only when the CPU has the features.
@@ -313,9 +319,81 @@ AVX512 static void pool_row(float *o, const float *a, const float *b, int W,
   }
 }
 
+/* ---------------------------------------------------------------------- */
+/* Input gradient: the ReLU and max-pool rows                             */
+/* ---------------------------------------------------------------------- */
+
+/* dst = a > 0 && (!guided || g > 0) ? g : 0 over n floats. */
+AVX512 static void relu_grad(float *dst, const float *g, const float *a,
+                             size_t n, int guided) {
+  const __m512 zero = _mm512_setzero_ps();
+  for (size_t i = 0; i < n; i += 16) {
+    __mmask16 in = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    __m512 gv = _mm512_maskz_loadu_ps(in, g + i);
+    __mmask16 m = _mm512_mask_cmp_ps_mask(
+        in, _mm512_maskz_loadu_ps(in, a + i), zero, _CMP_GT_OQ);
+    if (guided) m = _mm512_mask_cmp_ps_mask(m, gv, zero, _CMP_GT_OQ);
+    _mm512_mask_storeu_ps(dst + i, in, _mm512_maskz_mov_ps(m, gv));
+  }
+}
+
+/* One row of the gradient through a 2x2 max-pool and a ReLU (see
+ * conv_pool_grad_fn). For each window and 16 channels, three compares
+ * find the first maximum in row-major order, as maxpool2_backward does:
+ * s1 = a01 > a00, s2 = a10 > max so far, s3 = a11 > max so far. */
+AVX512 static void pool_grad(float *dst, float *gst, const float *dp,
+                             const float *a0, const float *a1, int self,
+                             int W, int K, int guided) {
+  const __m512 zero = _mm512_setzero_ps();
+  const float *as = self ? a1 : a0;
+  for (int px = 0; px < W / 2; px++) {
+    const size_t o0 = (size_t)2 * px * K, o1 = o0 + K;
+    for (int k = 0; k < K; k += 16) {
+      __mmask16 in = K - k >= 16 ? 0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+      __m512 v00 = _mm512_maskz_loadu_ps(in, a0 + o0 + k);
+      __m512 v01 = _mm512_maskz_loadu_ps(in, a0 + o1 + k);
+      __m512 v10 = _mm512_maskz_loadu_ps(in, a1 + o0 + k);
+      __m512 v11 = _mm512_maskz_loadu_ps(in, a1 + o1 + k);
+      __m512 d = _mm512_maskz_loadu_ps(in, dp + (size_t)px * K + k);
+      __mmask16 s1 = _mm512_cmp_ps_mask(v01, v00, _CMP_GT_OQ);
+      __m512 m = _mm512_mask_mov_ps(v00, s1, v01);
+      __mmask16 s2 = _mm512_cmp_ps_mask(v10, m, _CMP_GT_OQ);
+      m = _mm512_mask_mov_ps(m, s2, v10);
+      __mmask16 s3 = _mm512_cmp_ps_mask(v11, m, _CMP_GT_OQ);
+      /* The winners among the two pixels of this row. */
+      __mmask16 w0, w1;
+      if (self) {
+        w0 = s2 & ~s3;
+        w1 = s3;
+      } else {
+        w0 = ~(s1 | s2 | s3);
+        w1 = s1 & ~(s2 | s3);
+      }
+      w0 &= in;
+      w1 &= in;
+      if (gst) {
+        _mm512_mask_storeu_ps(gst + o0 + k, in, _mm512_maskz_mov_ps(w0, d));
+        _mm512_mask_storeu_ps(gst + o1 + k, in, _mm512_maskz_mov_ps(w1, d));
+      }
+      __mmask16 pos = guided ? _mm512_cmp_ps_mask(d, zero, _CMP_GT_OQ) : in;
+      w0 = _mm512_mask_cmp_ps_mask(w0 & pos, _mm512_maskz_loadu_ps(in, as + o0 + k),
+                                   zero, _CMP_GT_OQ);
+      w1 = _mm512_mask_cmp_ps_mask(w1 & pos, _mm512_maskz_loadu_ps(in, as + o1 + k),
+                                   zero, _CMP_GT_OQ);
+      _mm512_mask_storeu_ps(dst + o0 + k, in, _mm512_maskz_mov_ps(w0, d));
+      _mm512_mask_storeu_ps(dst + o1 + k, in, _mm512_maskz_mov_ps(w1, d));
+    }
+  }
+  if (W % 2) { /* the last pixel is in no window */
+    memset(dst + (size_t)(W - 1) * K, 0, (size_t)K * sizeof(float));
+    if (gst) memset(gst + (size_t)(W - 1) * K, 0, (size_t)K * sizeof(float));
+  }
+}
+
 static conv_row_fn pick(int C, int K) { return fwd_row_pick(fwd_kv(K), C); }
 
-static const conv_isa isa = {16, FWD_PMAX, pick, fwd_row_small_k, pool_row};
+static const conv_isa isa = {16,       FWD_PMAX,  pick,     fwd_row_small_k,
+                             pool_row, relu_grad, pool_grad};
 
 /* The drivers (conv_driver.h) fail only when out of memory; the reference
  * loops need none, so they are the fallback. */
@@ -350,6 +428,47 @@ int conv3x3_block_forward_avx512(float *out, float *act_a, float *act_b,
     return 0;
   return conv3x3_block_forward_ref(out, act_a, act_b, inp, wa, ba, wb, bb, N,
                                    H, W, C, K1, K2, threads);
+}
+
+int conv3x3_backward_input_avx512(float *dinp, float *dact, const float *dout,
+                                  const float *act, const float *wt, int N,
+                                  int H, int W, int C, int K, int pooled,
+                                  int guided, float *scratch, int threads) {
+  if (N <= 0 || H <= 0 || W <= 0 || C <= 0 || K <= 0) return 0;
+  if (threads < 1) threads = 1;
+  if (conv_driver_backward_input(&isa, dinp, dact, dout, act, wt, N, H, W, C,
+                                 K, pooled, guided, scratch, threads) == 0)
+    return 0;
+  return conv3x3_backward_input_ref(dinp, dact, dout, act, wt, N, H, W, C, K,
+                                    pooled, guided, NULL, threads);
+}
+
+size_t conv3x3_backward_input_scratch_avx512(int W, int C, int K,
+                                             int threads) {
+  return conv_driver_backward_input_scratch(&isa, W, C, K,
+                                            threads < 1 ? 1 : threads);
+}
+
+int conv3x3_block_backward_input_avx512(
+    float *dinp, float *dact_a, float *dact_b, const float *dpool,
+    const float *act_a, const float *act_b, const float *wta, const float *wtb,
+    int N, int H, int W, int C, int K1, int K2, int guided, float *scratch,
+    int threads) {
+  if (N <= 0 || H <= 0 || W <= 0 || C <= 0 || K1 <= 0 || K2 <= 0) return 0;
+  if (threads < 1) threads = 1;
+  if (conv_driver_block_backward_input(&isa, dinp, dact_a, dact_b, dpool,
+                                       act_a, act_b, wta, wtb, N, H, W, C, K1,
+                                       K2, guided, scratch, threads) == 0)
+    return 0;
+  return conv3x3_block_backward_input_ref(dinp, dact_a, dact_b, dpool, act_a,
+                                          act_b, wta, wtb, N, H, W, C, K1, K2,
+                                          guided, NULL, threads);
+}
+
+size_t conv3x3_block_backward_input_scratch_avx512(int W, int C, int K1, int K2,
+                                              int threads) {
+  return conv_driver_block_backward_input_scratch(&isa, W, C, K1, K2,
+                                                  threads < 1 ? 1 : threads);
 }
 
 /* ---------------------------------------------------------------------- */

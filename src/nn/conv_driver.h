@@ -6,8 +6,10 @@
  * a convolution (W pixels, all K channels) from three zero-padded input
  * rows. Everything around them lives here, in plain C, shared by the two
  * instruction sets: the padded row rings, the split of the rows over
- * threads, and the drivers of the three fused shapes the kernel sets offer
- * (conv; conv + max-pool; conv + conv + max-pool, one block of the network).
+ * threads, and the drivers of the fused shapes the kernel sets offer
+ * (conv; conv + max-pool; conv + conv + max-pool, one block of the network;
+ * and backward, the input gradient of one layer or of one block with the
+ * ReLU masks and the max-pool routing applied as the rows are loaded).
  *
  * Padded rows. The row functions never test for the image border. Each
  * thread keeps a ring of three copies of input rows, each with one zero
@@ -40,6 +42,18 @@
  * the first convolution just outside its range (the halo its second
  * convolution reads); those are computed identically by both neighbours,
  * and only the owner stores them in act_a.
+ *
+ * Backward to the input. The input gradient of a layer is a convolution
+ * with the flipped, transposed weights, run by the same row functions as
+ * the forward. What it reads, dpre = the output gradient masked by the
+ * ReLU (and, behind a pool, first routed to each window's maximum), is
+ * never stored: the ring's rows are computed from the rows of the output
+ * gradient and of the activations when the ring needs them (the set's
+ * relu_grad and pool_grad), the way the fused block computes the first
+ * convolution's rows. The block driver chains two: the rows of layer b's
+ * input gradient go, masked by layer a's ReLU, into the ring that layer
+ * a's convolution reads. The caller passes the scratch (rings and
+ * transposed small-K weights), so the net allocates nothing per call.
  */
 #ifndef CTPHASE_NN_CONV_DRIVER_H
 #define CTPHASE_NN_CONV_DRIVER_H
@@ -69,6 +83,22 @@ typedef void (*conv_row_fn)(float *orow, const float *r0, const float *r1,
 typedef void (*conv_pool_row_fn)(float *o, const float *a, const float *b,
                                  int W, int K);
 
+/* dst (n floats) = a > 0 && (!guided || g > 0) ? g : 0: the gradient
+ * before a ReLU from the one after it and the ReLU's output a. */
+typedef void (*conv_relu_grad_fn)(float *dst, const float *g, const float *a,
+                                  size_t n, int guided);
+
+/* Row y of the gradient routed back through a 2x2 max-pool and then a
+ * ReLU: a0, a1 (W,K) are the rows of the pool windows (2*(y/2) and the one
+ * below), `self` = y % 2 says which of them is row y, dp (W/2,K) is the
+ * pooled gradient row y/2. g (the routed value: dp at the first maximum of
+ * its window in row-major order, else 0) goes to gst (W,K) when gst is not
+ * NULL; dst (W,K) gets g masked as conv_relu_grad_fn does. With odd W the
+ * last pixel is in no window: 0 in both. */
+typedef void (*conv_pool_grad_fn)(float *dst, float *gst, const float *dp,
+                                  const float *a0, const float *a1, int self,
+                                  int W, int K, int guided);
+
 typedef struct {
   int lanes; /* floats per vector: 8 or 16 */
   int slack; /* padded pixels a row function may read past pixel W */
@@ -78,6 +108,8 @@ typedef struct {
    * transposed to (K,3,3,Cp), Cp = C rounded up to lanes, zero filled. */
   conv_row_fn small_k;
   conv_pool_row_fn pool_row;
+  conv_relu_grad_fn relu_grad;
+  conv_pool_grad_fn pool_grad;
 } conv_isa;
 
 /* ---------------------------------------------------------------------- */
@@ -148,27 +180,44 @@ typedef struct {
   float *wt;        /* the transposed weights we own, or NULL */
 } conv_plan;
 
-/* Sets up a plan; returns 0, or -1 when memory ran out. */
-static int conv_plan_init(conv_plan *p, const conv_isa *isa, const float *inp,
-                          const float *w, const float *b, int N, int H, int W,
-                          int C, int K, int relu) {
+/* Floats of the transposed weights a C -> K plan needs (0 when K is a
+ * multiple of the lanes), rounded up to a 64-byte multiple. */
+static inline size_t conv_plan_wt_floats(const conv_isa *isa, int C, int K) {
+  if (K % isa->lanes == 0) return 0;
+  const int L = isa->lanes, Cp = (C + L - 1) / L * L;
+  return ((size_t)K * 9 * Cp + 15) & ~(size_t)15;
+}
+
+/* Sets up a plan; the transposed weights of the small-K path go to wt_mem
+ * (conv_plan_wt_floats() floats, 64-byte aligned) or, when it is NULL, to
+ * memory the plan allocates. Returns 0, or -1 when memory ran out. */
+static int conv_plan_init_in(conv_plan *p, const conv_isa *isa,
+                             const float *inp, const float *w, const float *b,
+                             int N, int H, int W, int C, int K, int relu,
+                             float *wt_mem) {
   *p = (conv_plan){inp, w, b, N, H, W, C, K, relu, NULL, NULL};
   if (K % isa->lanes == 0) {
     p->row = isa->pick(C, K);
     return 0;
   }
   const int L = isa->lanes, Cp = (C + L - 1) / L * L;
-  size_t n = ((size_t)K * 9 * Cp + 15) & ~(size_t)15;
-  p->wt = aligned_alloc(64, n * sizeof(float));
-  if (!p->wt) return -1;
-  memset(p->wt, 0, n * sizeof(float));
+  size_t n = conv_plan_wt_floats(isa, C, K);
+  float *wt = wt_mem;
+  if (!wt && !(wt = p->wt = aligned_alloc(64, n * sizeof(float)))) return -1;
+  memset(wt, 0, n * sizeof(float));
   for (int t = 0; t < 9; t++)
     for (int c = 0; c < C; c++)
       for (int k = 0; k < K; k++)
-        p->wt[((size_t)k * 9 + t) * Cp + c] = w[((size_t)t * C + c) * K + k];
-  p->w = p->wt;
+        wt[((size_t)k * 9 + t) * Cp + c] = w[((size_t)t * C + c) * K + k];
+  p->w = wt;
   p->row = isa->small_k;
   return 0;
+}
+
+static int conv_plan_init(conv_plan *p, const conv_isa *isa, const float *inp,
+                          const float *w, const float *b, int N, int H, int W,
+                          int C, int K, int relu) {
+  return conv_plan_init_in(p, isa, inp, w, b, N, H, W, C, K, relu, NULL);
 }
 
 static void conv_plan_free(conv_plan *p) {
@@ -400,6 +449,225 @@ static int conv_driver_block_forward(const conv_isa *isa, float *out,
   free(mem);
   conv_plan_free(&pa);
   conv_plan_free(&pb);
+  return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The input gradient, ReLU and max-pool folded into the row loads        */
+/* ---------------------------------------------------------------------- */
+
+/* The convolution of conv3x3_backward_input runs over rows of dpre, the
+ * gradient before the ReLU, which is never stored: each padded row is
+ * computed when the ring needs it, from the rows of dout (or of the pooled
+ * gradient) and act, by the set's relu_grad / pool_grad. A thread computes
+ * the rows just outside its range as well (the halo its convolution
+ * reads); when the caller wants g in dact, only the owner of a row, the
+ * thread whose output range holds it, stores it. */
+typedef struct {
+  conv_plan conv;     /* K -> C over rows of dpre (conv.inp unused) */
+  const float *dout;  /* (N,H,W,K), or (N,H/2,W/2,K) when pooled */
+  const float *act;   /* (N,H,W,K) */
+  float *dact;        /* (N,H,W,K) or NULL */
+  int pooled, guided;
+} conv_grad_plan;
+
+/* Floats of scratch for conv_driver_backward_input: a ring of K-channel
+ * rows per thread, then the transposed weights of a small-C convolution. */
+static size_t conv_driver_backward_input_scratch(const conv_isa *isa, int W,
+                                                 int C, int K, int threads) {
+  return (size_t)threads * conv_rows_floats(W, K, isa->slack) +
+         conv_plan_wt_floats(isa, K, C);
+}
+
+/* The padded row iy of image n of dpre, computed into its slot unless it
+ * is there already (the zero row outside the image). g is stored into
+ * dact when rows [own_lo, own_hi) hold it. */
+static const float *conv_grad_rows_get(const conv_isa *isa,
+                                       const conv_grad_plan *gp, conv_rows *r,
+                                       int n, int iy, long own_lo,
+                                       long own_hi) {
+  const int H = gp->conv.H, W = gp->conv.W, K = gp->conv.C;
+  if (iy < 0 || iy >= H) return r->zero;
+  const long tag = (long)n * H + iy;
+  const size_t rowf = (size_t)W * K;
+  int fresh;
+  float *s = conv_rows_slot(r, tag, &fresh);
+  if (!fresh) return s;
+  float *dst = s + K;
+  float *gst = gp->dact && tag >= own_lo && tag < own_hi
+                   ? gp->dact + (size_t)tag * rowf
+                   : NULL;
+  if (!gp->pooled) {
+    isa->relu_grad(dst, gp->dout + (size_t)tag * rowf,
+                   gp->act + (size_t)tag * rowf, rowf, gp->guided);
+  } else if (iy >= H / 2 * 2) { /* odd H: the last row is in no window */
+    memset(dst, 0, rowf * sizeof(float));
+    if (gst) memset(gst, 0, rowf * sizeof(float));
+  } else {
+    const float *a0 = gp->act + ((size_t)n * H + (iy & ~1)) * rowf;
+    const float *dp =
+        gp->dout + ((size_t)n * (H / 2) + iy / 2) * (size_t)(W / 2) * K;
+    isa->pool_grad(dst, gst, dp, a0, a0 + rowf, iy & 1, W, K, gp->guided);
+  }
+  return s;
+}
+
+/* conv3x3_backward_input. Returns 0, or -1 when memory ran out (nothing
+ * done). */
+static int conv_driver_backward_input(const conv_isa *isa, float *dinp,
+                                      float *dact, const float *dout,
+                                      const float *act, const float *wt,
+                                      int N, int H, int W, int C, int K,
+                                      int pooled, int guided, float *scratch,
+                                      int threads) {
+  float *mem = scratch, *own_mem = NULL;
+  if (!mem) {
+    size_t n = conv_driver_backward_input_scratch(isa, W, C, K, threads);
+    if (!(mem = own_mem = aligned_alloc(64, n * sizeof(float)))) return -1;
+  }
+  const size_t ring = conv_rows_floats(W, K, isa->slack);
+  conv_grad_plan gp = {.dout = dout, .act = act, .dact = pooled ? dact : NULL,
+                       .pooled = pooled, .guided = guided};
+  if (conv_plan_init_in(&gp.conv, isa, NULL, wt, NULL, N, H, W, K, C, 0,
+                        mem + (size_t)threads * ring)) {
+    free(own_mem);
+    return -1;
+  }
+  const long rows = (long)N * H;
+  #pragma omp parallel num_threads(threads)
+  {
+    int t = omp_get_thread_num(), T = omp_get_num_threads();
+    conv_rows rt;
+    conv_rows_init(&rt, mem + (size_t)t * ring, W, K, isa->slack);
+    long lo, hi;
+    conv_split(rows, t, T, &lo, &hi);
+    for (long r = lo; r < hi; r++) {
+      const int n = (int)(r / H), y = (int)(r % H);
+      const float *r0 = conv_grad_rows_get(isa, &gp, &rt, n, y - 1, lo, hi);
+      const float *r1 = conv_grad_rows_get(isa, &gp, &rt, n, y, lo, hi);
+      const float *r2 = conv_grad_rows_get(isa, &gp, &rt, n, y + 1, lo, hi);
+      /* Prefetch the act row the next output row will read first. */
+      const char *pf = r + 1 < hi && y + 2 < H
+                           ? (const char *)(act + (size_t)(r + 2) * W * K)
+                           : NULL;
+      gp.conv.row(dinp + (size_t)r * W * C, r0, r1, r2, gp.conv.w, NULL, W,
+                  K, C, 0, pf, (size_t)W * K * sizeof(float));
+    }
+  }
+  conv_plan_free(&gp.conv);
+  free(own_mem);
+  return 0;
+}
+
+/* What one thread of the fused block backward holds. */
+typedef struct {
+  const conv_isa *isa;
+  const conv_grad_plan *gb; /* layer b: dpool -> rows of da (K2 -> K1) */
+  const conv_plan *pa;      /* layer a: rows of dpre_a -> dinp (K1 -> C) */
+  const float *act_a;       /* (N,H,W,K1) */
+  float *dact_a;            /* (N,H,W,K1) or NULL */
+  int guided;
+  conv_rows g;              /* padded rows of layer b's dpre (K2) */
+  conv_rows a;              /* padded rows of layer a's dpre (K1) */
+  long lo, hi;              /* the rows this thread owns */
+} conv_bwd_block_thread;
+
+/* Row ya of image n of layer a's dpre, computed into the a ring unless it
+ * is there already: layer b's input-gradient convolution gives da, which
+ * the owner stores into dact_a, and the ReLU of layer a masks it in
+ * place. */
+static const float *conv_bwd_block_a_row(conv_bwd_block_thread *bt, int n,
+                                         int ya) {
+  const conv_grad_plan *gb = bt->gb;
+  const int H = gb->conv.H, W = gb->conv.W, K2 = gb->conv.C, K1 = gb->conv.K;
+  if (ya < 0 || ya >= H) return bt->a.zero;
+  const long tag = (long)n * H + ya;
+  const size_t rowf = (size_t)W * K1;
+  int fresh;
+  float *s = conv_rows_slot(&bt->a, tag, &fresh);
+  if (!fresh) return s;
+  const float *r0 = conv_grad_rows_get(bt->isa, gb, &bt->g, n, ya - 1, bt->lo, bt->hi);
+  const float *r1 = conv_grad_rows_get(bt->isa, gb, &bt->g, n, ya, bt->lo, bt->hi);
+  const float *r2 = conv_grad_rows_get(bt->isa, gb, &bt->g, n, ya + 1, bt->lo, bt->hi);
+  const char *pf = ya + 2 < H ? (const char *)(gb->act + (size_t)(tag + 2) * W * K2)
+                              : NULL;
+  gb->conv.row(s + K1, r0, r1, r2, gb->conv.w, NULL, W, K2, K1, 0, pf,
+               (size_t)W * K2 * sizeof(float));
+  if (bt->dact_a && tag >= bt->lo && tag < bt->hi)
+    memcpy(bt->dact_a + (size_t)tag * rowf, s + K1, rowf * sizeof(float));
+  bt->isa->relu_grad(s + K1, s + K1, bt->act_a + (size_t)tag * rowf, rowf,
+                     bt->guided);
+  return s;
+}
+
+/* Floats of scratch for conv_driver_block_backward_input: the two rings
+ * per thread, then the transposed weights of both convolutions. */
+static size_t conv_driver_block_backward_input_scratch(const conv_isa *isa,
+                                                       int W, int C, int K1,
+                                                       int K2, int threads) {
+  return (size_t)threads * (conv_rows_floats(W, K2, isa->slack) +
+                            conv_rows_floats(W, K1, isa->slack)) +
+         conv_plan_wt_floats(isa, K2, K1) + conv_plan_wt_floats(isa, K1, C);
+}
+
+/* conv3x3_block_backward_input. A thread computes the rows of da just
+ * outside its range too (the halo its second convolution reads), and the
+ * rows of layer b's dpre those need; only the owner of a row stores it.
+ * Returns 0, or -1 when memory ran out (nothing done). */
+static int conv_driver_block_backward_input(
+    const conv_isa *isa, float *dinp, float *dact_a, float *dact_b,
+    const float *dpool, const float *act_a, const float *act_b,
+    const float *wta, const float *wtb, int N, int H, int W, int C, int K1,
+    int K2, int guided, float *scratch, int threads) {
+  float *mem = scratch, *own_mem = NULL;
+  if (!mem) {
+    size_t n = conv_driver_block_backward_input_scratch(isa, W, C, K1, K2,
+                                                        threads);
+    if (!(mem = own_mem = aligned_alloc(64, n * sizeof(float)))) return -1;
+  }
+  const size_t rg = conv_rows_floats(W, K2, isa->slack);
+  const size_t ra = conv_rows_floats(W, K1, isa->slack);
+  float *wmem = mem + (size_t)threads * (rg + ra);
+  conv_grad_plan gb = {.dout = dpool, .act = act_b, .dact = dact_b,
+                       .pooled = 1, .guided = guided};
+  conv_plan pa;
+  if (conv_plan_init_in(&gb.conv, isa, NULL, wtb, NULL, N, H, W, K2, K1, 0,
+                        wmem)) {
+    free(own_mem);
+    return -1;
+  }
+  if (conv_plan_init_in(&pa, isa, NULL, wta, NULL, N, H, W, K1, C, 0,
+                        wmem + conv_plan_wt_floats(isa, K2, K1))) {
+    conv_plan_free(&gb.conv);
+    free(own_mem);
+    return -1;
+  }
+  const long rows = (long)N * H;
+  #pragma omp parallel num_threads(threads)
+  {
+    int t = omp_get_thread_num(), T = omp_get_num_threads();
+    conv_bwd_block_thread bt = {.isa = isa, .gb = &gb, .pa = &pa,
+                                .act_a = act_a, .dact_a = dact_a,
+                                .guided = guided};
+    conv_rows_init(&bt.g, mem + (size_t)t * (rg + ra), W, K2, isa->slack);
+    conv_rows_init(&bt.a, mem + (size_t)t * (rg + ra) + rg, W, K1,
+                   isa->slack);
+    conv_split(rows, t, T, &bt.lo, &bt.hi);
+    for (long r = bt.lo; r < bt.hi; r++) {
+      const int n = (int)(r / H), y = (int)(r % H);
+      const float *r0 = conv_bwd_block_a_row(&bt, n, y - 1);
+      const float *r1 = conv_bwd_block_a_row(&bt, n, y);
+      const float *r2 = conv_bwd_block_a_row(&bt, n, y + 1);
+      const char *pf = r + 1 < bt.hi && y + 2 < H
+                           ? (const char *)(act_a + (size_t)(r + 2) * W * K1)
+                           : NULL;
+      pa.row(dinp + (size_t)r * W * C, r0, r1, r2, pa.w, NULL, W, K1, C, 0,
+             pf, (size_t)W * K1 * sizeof(float));
+    }
+  }
+  conv_plan_free(&gb.conv);
+  conv_plan_free(&pa);
+  free(own_mem);
   return 0;
 }
 

@@ -13,6 +13,9 @@
 static const ctp_kernels ref_set = {
   "ref", conv3x3_forward_ref, conv3x3_backward_weight_ref,
   conv3x3_pool_forward_ref, conv3x3_block_forward_ref,
+  conv3x3_backward_input_ref, conv3x3_backward_input_scratch_ref,
+  conv3x3_block_backward_input_ref,
+  conv3x3_block_backward_input_scratch_ref,
 };
 
 typedef struct {
@@ -23,11 +26,17 @@ typedef struct {
 static const ctp_kernels avx512_set = {
   "avx512", conv3x3_forward_avx512, conv3x3_backward_weight_avx512,
   conv3x3_pool_forward_avx512, conv3x3_block_forward_avx512,
+  conv3x3_backward_input_avx512, conv3x3_backward_input_scratch_avx512,
+  conv3x3_block_backward_input_avx512,
+  conv3x3_block_backward_input_scratch_avx512,
 };
 
 static const ctp_kernels avx2_set = {
   "avx2", conv3x3_forward_avx2, conv3x3_backward_weight_avx2,
   conv3x3_pool_forward_avx2, conv3x3_block_forward_avx2,
+  conv3x3_backward_input_avx2, conv3x3_backward_input_scratch_avx2,
+  conv3x3_block_backward_input_avx2,
+  conv3x3_block_backward_input_scratch_avx2,
 };
 
 static int always(void) { return 1; }

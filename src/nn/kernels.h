@@ -80,12 +80,72 @@ typedef int (*conv3x3_block_forward_fn)(
     const float *bb,  /* (K2) or NULL */
     int N, int H, int W, int C, int K1, int K2, int threads);
 
+/* The input gradient of one convolution layer, its ReLU (and, pooled, the
+ * 2x2 max-pool after it) folded into the reads of the output gradient:
+ *   g    = pooled ? route(dout, act) : dout                 (N,H,W,K)
+ *   dpre = act > 0 && (!guided || g > 0) ? g : 0
+ *   dinp = conv3x3(dpre, wt)                                 (N,H,W,C)
+ * with act the layer's output after ReLU, before the pool. route() puts
+ * each element of dout (N,H/2,W/2,K) at the first maximum of its 2x2
+ * window of act in row-major order, as maxpool2_backward does; elements in
+ * no window (the last row or column when H or W is odd) get 0. wt holds
+ * the flipped, transposed weights (3,3,K,C) of conv3x3_pack_backward().
+ * When dact is not NULL and pooled, g is stored there as well (the
+ * gradient at the layer's output). Neither g nor dpre is otherwise written
+ * to memory: the fast sets compute them row by row into the padded rows the
+ * convolution reads. scratch: conv3x3_backward_input_scratch() floats for
+ * (W, C, K, threads), or NULL (the kernel then allocates its own). Returns
+ * 0, or CTP_ENOMEM. */
+typedef int (*conv3x3_backward_input_fn)(
+    float *dinp,       /* (N,H,W,C) */
+    float *dact,       /* (N,H,W,K) or NULL; written only when pooled */
+    const float *dout, /* (N,H,W,K), or (N,H/2,W/2,K) when pooled */
+    const float *act,  /* (N,H,W,K) */
+    const float *wt,   /* (3,3,K,C) */
+    int N, int H, int W, int C, int K, int pooled, int guided,
+    float *scratch, int threads);
+
+/* Floats of scratch a set's conv3x3_backward_input needs so as not to
+ * allocate (0 for the reference, which allocates regardless). */
+typedef size_t (*conv3x3_backward_input_scratch_fn)(int W, int C, int K,
+                                                    int threads);
+
+/* The input gradient of one block of the network (conv a, ReLU, conv b,
+ * ReLU, 2x2 max-pool) from the gradient at the pool's output: the same
+ * values, bit for bit, as conv3x3_backward_input for layer b (pooled,
+ * C = K1, K = K2) into a buffer da, then for layer a (not pooled) from da.
+ * dact_b and dact_a, when not NULL, receive the gradients at the two
+ * layers' outputs (route(dpool, act_b) and da); otherwise the fast sets
+ * compute the rows of da into the row buffer the second convolution reads,
+ * and neither full-size gradient is written. scratch:
+ * conv3x3_block_backward_input_scratch() floats, or NULL. Returns 0, or
+ * CTP_ENOMEM. */
+typedef int (*conv3x3_block_backward_input_fn)(
+    float *dinp,        /* (N,H,W,C) */
+    float *dact_a,      /* (N,H,W,K1) or NULL */
+    float *dact_b,      /* (N,H,W,K2) or NULL */
+    const float *dpool, /* (N,H/2,W/2,K2) */
+    const float *act_a, /* (N,H,W,K1) */
+    const float *act_b, /* (N,H,W,K2) */
+    const float *wta,   /* (3,3,K1,C) */
+    const float *wtb,   /* (3,3,K2,K1) */
+    int N, int H, int W, int C, int K1, int K2, int guided, float *scratch,
+    int threads);
+
+typedef size_t (*conv3x3_block_backward_input_scratch_fn)(int W, int C,
+                                                          int K1, int K2,
+                                                          int threads);
+
 typedef struct {
   const char *name; /* "ref", "avx2", "avx512" */
   conv3x3_forward_fn conv3x3_forward;
   conv3x3_backward_weight_fn conv3x3_backward_weight;
   conv3x3_pool_forward_fn conv3x3_pool_forward;
   conv3x3_block_forward_fn conv3x3_block_forward;
+  conv3x3_backward_input_fn conv3x3_backward_input;
+  conv3x3_backward_input_scratch_fn conv3x3_backward_input_scratch;
+  conv3x3_block_backward_input_fn conv3x3_block_backward_input;
+  conv3x3_block_backward_input_scratch_fn conv3x3_block_backward_input_scratch;
 } ctp_kernels;
 
 /* The reference kernels: plain loops, obviously correct, slow. */
@@ -103,6 +163,18 @@ int conv3x3_block_forward_ref(float *out, float *act_a, float *act_b,
                               const float *ba, const float *wb,
                               const float *bb, int N, int H, int W, int C,
                               int K1, int K2, int threads);
+int conv3x3_backward_input_ref(float *dinp, float *dact, const float *dout,
+                               const float *act, const float *wt, int N,
+                               int H, int W, int C, int K, int pooled,
+                               int guided, float *scratch, int threads);
+size_t conv3x3_backward_input_scratch_ref(int W, int C, int K, int threads);
+int conv3x3_block_backward_input_ref(
+    float *dinp, float *dact_a, float *dact_b, const float *dpool,
+    const float *act_a, const float *act_b, const float *wta, const float *wtb,
+    int N, int H, int W, int C, int K1, int K2, int guided, float *scratch,
+    int threads);
+size_t conv3x3_block_backward_input_scratch_ref(int W, int C, int K1, int K2,
+                                              int threads);
 
 /* The fast sets (conv_avx2.c, conv_avx512.c): same contract as the
  * reference kernels; call them only when the CPU has the features (see
@@ -121,6 +193,18 @@ int conv3x3_block_forward_avx2(float *out, float *act_a, float *act_b,
                                const float *ba, const float *wb,
                                const float *bb, int N, int H, int W, int C,
                                int K1, int K2, int threads);
+int conv3x3_backward_input_avx2(float *dinp, float *dact, const float *dout,
+                              const float *act, const float *wt, int N,
+                              int H, int W, int C, int K, int pooled,
+                              int guided, float *scratch, int threads);
+size_t conv3x3_backward_input_scratch_avx2(int W, int C, int K, int threads);
+int conv3x3_block_backward_input_avx2(
+    float *dinp, float *dact_a, float *dact_b, const float *dpool,
+    const float *act_a, const float *act_b, const float *wta, const float *wtb,
+    int N, int H, int W, int C, int K1, int K2, int guided, float *scratch,
+    int threads);
+size_t conv3x3_block_backward_input_scratch_avx2(int W, int C, int K1, int K2,
+                                              int threads);
 void conv3x3_forward_avx512(float *out, const float *inp, const float *w,
                             const float *b, int N, int H, int W, int C, int K,
                             int relu, int threads);
@@ -135,6 +219,18 @@ int conv3x3_block_forward_avx512(float *out, float *act_a, float *act_b,
                                  const float *ba, const float *wb,
                                  const float *bb, int N, int H, int W, int C,
                                  int K1, int K2, int threads);
+int conv3x3_backward_input_avx512(float *dinp, float *dact, const float *dout,
+                              const float *act, const float *wt, int N,
+                              int H, int W, int C, int K, int pooled,
+                              int guided, float *scratch, int threads);
+size_t conv3x3_backward_input_scratch_avx512(int W, int C, int K, int threads);
+int conv3x3_block_backward_input_avx512(
+    float *dinp, float *dact_a, float *dact_b, const float *dpool,
+    const float *act_a, const float *act_b, const float *wta, const float *wtb,
+    int N, int H, int W, int C, int K1, int K2, int guided, float *scratch,
+    int threads);
+size_t conv3x3_block_backward_input_scratch_avx512(int W, int C, int K1, int K2,
+                                              int threads);
 
 /* Packs PyTorch OIHW weights (K,C,3,3) into (3,3,C,K). */
 void conv3x3_pack_forward(float *dst, const float *oihw, int C, int K);

@@ -140,6 +140,66 @@ int conv3x3_block_forward_ref(float *out, float *act_a, float *act_b,
   return 0;
 }
 
+/* The definition: route (maxpool2_backward into a zeroed buffer), mask,
+ * then the convolution with the backward weights, one after another. */
+int conv3x3_backward_input_ref(float *dinp, float *dact, const float *dout,
+                               const float *act, const float *wt, int N,
+                               int H, int W, int C, int K, int pooled,
+                               int guided, float *scratch, int threads) {
+  (void)scratch;
+  size_t count = (size_t)N * H * W * K;
+  float *g = NULL, *d = malloc(count * sizeof(float) + 1);
+  if (pooled) g = calloc(count + 1, sizeof(float));
+  if (!d || (pooled && !g)) {
+    free(d);
+    free(g);
+    return ctp_seterr(CTP_ENOMEM, "conv3x3_backward_input: no memory for a "
+                      "%dx%dx%dx%d gradient", N, H, W, K);
+  }
+  if (pooled) {
+    maxpool2_backward(g, dout, act, N, H, W, K, threads);
+    if (dact) memcpy(dact, g, count * sizeof(float));
+  }
+  const float *gp = pooled ? g : dout;
+  for (size_t i = 0; i < count; i++)
+    d[i] = act[i] > 0.0f && (!guided || gp[i] > 0.0f) ? gp[i] : 0.0f;
+  conv3x3_forward_ref(dinp, d, wt, NULL, N, H, W, K, C, 0, threads);
+  free(d);
+  free(g);
+  return 0;
+}
+
+size_t conv3x3_backward_input_scratch_ref(int W, int C, int K, int threads) {
+  (void)W, (void)C, (void)K, (void)threads;
+  return 0;
+}
+
+/* The definition: layer b into a temporary (or dact_a), then layer a. */
+int conv3x3_block_backward_input_ref(
+    float *dinp, float *dact_a, float *dact_b, const float *dpool,
+    const float *act_a, const float *act_b, const float *wta, const float *wtb,
+    int N, int H, int W, int C, int K1, int K2, int guided, float *scratch,
+    int threads) {
+  (void)scratch;
+  float *da = dact_a ? dact_a : malloc((size_t)N * H * W * K1 * sizeof(float) + 1);
+  if (!da)
+    return ctp_seterr(CTP_ENOMEM, "conv3x3_block_backward_input: no memory "
+                      "for a %dx%dx%dx%d gradient", N, H, W, K1);
+  int r = conv3x3_backward_input_ref(da, dact_b, dpool, act_b, wtb, N, H, W,
+                                     K1, K2, 1, guided, NULL, threads);
+  if (!r)
+    r = conv3x3_backward_input_ref(dinp, NULL, da, act_a, wta, N, H, W, C, K1,
+                                   0, guided, NULL, threads);
+  if (!dact_a) free(da);
+  return r;
+}
+
+size_t conv3x3_block_backward_input_scratch_ref(int W, int C, int K1, int K2,
+                                                int threads) {
+  (void)W, (void)C, (void)K1, (void)K2, (void)threads;
+  return 0;
+}
+
 void conv3x3_pack_forward(float *dst, const float *oihw, int C, int K) {
   for (int k = 0; k < K; k++)
     for (int c = 0; c < C; c++)

@@ -16,22 +16,46 @@
  *   pool[j] (B,H>>(j+1),W>>(j+1),K)  feat (N,64)  logits (N,5)
  * and, with CTP_NET_GRAD, a twin d-buffer for each, plus `dpre`, the
  * gradient before a ReLU (so dact[l] stays the gradient at the layer's
- * output, K = dy/dA in the maps), and `dw`, a packed weight-gradient
- * scratch. Without CTP_NET_GRAD, B = 1 and a batch runs slice by slice.
+ * output, K = dy/dA in the maps), `dw`, a packed weight-gradient scratch,
+ * and `bscratch`, the row rings of conv3x3_backward_input. Without
+ * CTP_NET_GRAD, B = 1 and a batch runs slice by slice.
+ *
+ * Backward without parameter gradients (saliency, guided backprop, the
+ * explanation maps) runs one conv3x3_block_backward_input per block: the
+ * ReLU masks and the max-pool routing are applied as the convolutions load
+ * their rows, and the rows of the first convolution's output go straight
+ * into the rows the second one reads, so dpre is never written and, with
+ * CTP_BWD_NO_LAYERS, neither is any full-size gradient. With CTP_BWD_PARAMS the weight
+ * gradient needs dpre whole, and each layer is mask, weight gradient,
+ * input gradient, one after another.
+ *
+ * Two environment variables, read when a net is made, serve the benchmark:
+ * CTPHASE_NN_PROFILE prints, after each forward and input-gradient
+ * backward of a net with CTP_NET_GRAD, one line to stderr with the
+ * milliseconds each block or layer took; CTPHASE_NN_ROUTE makes such a net
+ * take earlier routes, so that what the fused ones buy can be measured in
+ * one run: "unfused" (forward: conv, then conv + pool; backward: mask,
+ * convolution and max-pool routing as separate passes) or "layer" (the
+ * backward one conv3x3_backward_input per layer).
  *
  * The whole workspace is one allocation made in ctp_net_new().
  */
 #include "ctphase/nn.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "ctphase/error.h"
+#include "ctphase/util.h"
 #include "nn/kernels.h"
 
 #define NUM_POOL 5
+
+/* The routes a net with CTP_NET_GRAD takes (CTPHASE_NN_ROUTE). */
+enum { ROUTE_FUSED, ROUTE_LAYER, ROUTE_UNFUSED };
 
 struct ctp_net {
   const ctp_model *m;
@@ -49,10 +73,35 @@ struct ctp_net {
   float *dpre;                /* (B,H,W,16): the largest pre-ReLU gradient */
   float *dfeat;               /* (N,64) */
   float *dw;                  /* (3,3,64,64) packed weight-gradient scratch */
+  float *bscratch;            /* rings of conv3x3_backward_input */
   float *block;
   size_t bytes;
   int last_n;                 /* slices in the last forward */
+  int profile;                /* CTPHASE_NN_PROFILE is set */
+  int route;                  /* CTPHASE_NN_ROUTE: ROUTE_* */
 };
+
+/* Floats of bscratch: the most any supported set needs for any layer. */
+static size_t backward_scratch_floats(const ctp_net *net) {
+  static const char *const names[] = {"avx512", "avx2", "ref"};
+  size_t most = 0;
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    const ctp_kernels *k = ctp_kernels_by_name(names[i]);
+    if (!k) continue;
+    for (int l = 0; l < CTP_NUM_CONV; l++) {
+      int W = net->w >> ctp_layer_shift(l), C = ctp_layer_in_channels(l, net->cin);
+      size_t f = k->conv3x3_backward_input_scratch(W, C, ctp_layer_channels(l),
+                                                   net->threads);
+      most = f > most ? f : most;
+      if (!ctp_layer_pooled(l)) continue;
+      f = k->conv3x3_block_backward_input_scratch(
+          W, ctp_layer_in_channels(l - 1, net->cin), ctp_layer_channels(l - 1),
+          ctp_layer_channels(l), net->threads);
+      most = f > most ? f : most;
+    }
+  }
+  return most;
+}
 
 static int layer_h(const ctp_net *net, int l) { return net->h >> ctp_layer_shift(l); }
 static int layer_w(const ctp_net *net, int l) { return net->w >> ctp_layer_shift(l); }
@@ -94,6 +143,13 @@ int ctp_net_new(ctp_net **out, const ctp_model *m, int max_n, int h, int w,
   net->threads = threads;
   net->flags = flags;
   net->bn = (flags & CTP_NET_GRAD) ? max_n : 1;
+  const char *prof = getenv("CTPHASE_NN_PROFILE");
+  net->profile = prof && *prof && (flags & CTP_NET_GRAD);
+  const char *route = getenv("CTPHASE_NN_ROUTE");
+  net->route = !route                     ? ROUTE_FUSED
+               : !strcmp(route, "unfused") ? ROUTE_UNFUSED
+               : !strcmp(route, "layer")   ? ROUTE_LAYER
+                                           : ROUTE_FUSED;
   int grad = (flags & CTP_NET_GRAD) != 0;
   /* Lay out every buffer in one block: first count, then assign. */
   size_t sizes[64], nbuf = 0, total = 0;
@@ -118,6 +174,7 @@ int ctp_net_new(ctp_net **out, const ctp_model *m, int max_n, int h, int w,
     ADD(net->dpre, bn * layer_elems(net, 0));
     ADD(net->dfeat, (size_t)max_n * CTP_GAP_CHANNELS);
     ADD(net->dw, 9 * 64 * 64);
+    ADD(net->bscratch, backward_scratch_floats(net));
   }
 #undef ADD
   /* Each buffer starts on a 64-byte boundary. */
@@ -172,10 +229,10 @@ static void to_channels_last(float *dst, const float *src, int n, int c,
 }
 
 /* Runs the conv stack on n slices held in the buffers; writes feat/logits
- * rows [row, row+n). For backward, every activation is kept (each "b"
- * layer's conv and pool fused, the same bits as separate calls); for
- * inference, each block (a, b, pool) is one fused call whose full-size
- * activations never leave the cache, and only layer 6's output is kept. */
+ * rows [row, row+n). Each block (a, b, pool) is one fused call; for
+ * backward it also writes both activations (the same bits as separate
+ * calls), for inference its full-size activations never leave the cache
+ * and only layer 6's output is kept. */
 static int forward_chunk(ctp_net *net, int n, int row) {
   const ctp_model *m = net->m;
   const ctp_kernels *k = net->kern;
@@ -185,24 +242,29 @@ static int forward_chunk(ctp_net *net, int n, int row) {
     int H = layer_h(net, la), W = layer_w(net, la);
     int C = ctp_layer_in_channels(la, net->cin);
     int K1 = ctp_layer_channels(la), K2 = ctp_layer_channels(lb);
-    if (grad) {
+    double t0 = net->profile ? ctp_now() : 0.0;
+    if (grad && net->route == ROUTE_UNFUSED) {
       k->conv3x3_forward(net->act[la], layer_input(net, la), m->packed_fwd[la],
                          m->conv_b[la], n, H, W, C, K1, 1, net->threads);
       k->conv3x3_pool_forward(net->pool[j], net->act[lb], net->act[la],
                               m->packed_fwd[lb], m->conv_b[lb], n, H, W, K1,
                               K2, 1, net->threads);
-    } else {
-      int r = k->conv3x3_block_forward(
-          net->pool[j], NULL, NULL, layer_input(net, la), m->packed_fwd[la],
-          m->conv_b[la], m->packed_fwd[lb], m->conv_b[lb], n, H, W, C, K1, K2,
-          net->threads);
-      if (r) return r;
+      continue;
     }
+    int r = k->conv3x3_block_forward(
+        net->pool[j], grad ? net->act[la] : NULL, grad ? net->act[lb] : NULL,
+        layer_input(net, la), m->packed_fwd[la], m->conv_b[la],
+        m->packed_fwd[lb], m->conv_b[lb], n, H, W, C, K1, K2, net->threads);
+    if (r) return r;
+    if (net->profile)
+      fprintf(stderr, "%sforward ms: block%d %.2f", j ? " " : "", j + 1,
+              (ctp_now() - t0) * 1e3);
   }
   int H6 = layer_h(net, CTP_L6), W6 = layer_w(net, CTP_L6);
   k->conv3x3_forward(net->act[CTP_L6], net->pool[NUM_POOL - 1],
                      m->packed_fwd[CTP_L6], m->conv_b[CTP_L6], n, H6, W6,
                      CTP_GAP_CHANNELS, CTP_GAP_CHANNELS, 1, net->threads);
+  if (net->profile) fprintf(stderr, "\n");
   size_t hw = (size_t)H6 * W6;
   for (int i = 0; i < n; i++) {
     float *f = net->feat + (size_t)(row + i) * CTP_GAP_CHANNELS;
@@ -250,6 +312,72 @@ static void relu_backward(float *dpre, const float *dact, const float *act,
   }
 }
 
+/* backward_input one layer at a time (CTPHASE_NN_ROUTE=layer): each
+ * layer's ReLU and pool are folded into its convolution, but the gradient
+ * at each "a" layer's output goes through memory. */
+static int backward_input_layers(ctp_net *net, int n, unsigned flags) {
+  const ctp_model *m = net->m;
+  const int guided = (flags & CTP_BWD_GUIDED) != 0, T = net->threads;
+  const int layers = !(flags & CTP_BWD_NO_LAYERS);
+  for (int l = CTP_NUM_CONV - 1; l >= 0; l--) {
+    if (l == 0 && !(flags & CTP_BWD_INPUT)) break;
+    int H = layer_h(net, l), W = layer_w(net, l);
+    int C = ctp_layer_in_channels(l, net->cin), K = ctp_layer_channels(l);
+    int pooled = ctp_layer_pooled(l);
+    int r = net->kern->conv3x3_backward_input(
+        layer_dinput(net, l), pooled && layers ? net->dact[l] : NULL,
+        pooled ? net->dpool[l / 2] : net->dact[l], net->act[l],
+        m->packed_bwd[l], n, H, W, C, K, pooled, guided, net->bscratch, T);
+    if (r) return r;
+  }
+  return 0;
+}
+
+/* Backward through the conv stack without parameter gradients, from
+ * dact[L6]: layer 6 alone, then each block (b, a) in one fused call that
+ * routes the gradient of its pool itself. The gradients at the layers'
+ * outputs are stored only when they are wanted. */
+static int backward_input(ctp_net *net, int n, unsigned flags) {
+  const ctp_model *m = net->m;
+  const ctp_kernels *k = net->kern;
+  const int guided = (flags & CTP_BWD_GUIDED) != 0, T = net->threads;
+  const int layers = !(flags & CTP_BWD_NO_LAYERS);
+  double t0 = net->profile ? ctp_now() : 0.0;
+  int H = layer_h(net, CTP_L6), W = layer_w(net, CTP_L6);
+  int r = k->conv3x3_backward_input(
+      net->dpool[NUM_POOL - 1], NULL,
+      net->dact[CTP_L6], net->act[CTP_L6], m->packed_bwd[CTP_L6], n, H, W,
+      CTP_GAP_CHANNELS, CTP_GAP_CHANNELS, 0, guided, net->bscratch, T);
+  if (r) return r;
+  if (net->profile)
+    fprintf(stderr, "backward ms: 6 %.2f", (ctp_now() - t0) * 1e3);
+  for (int j = NUM_POOL - 1; j >= 0; j--) {
+    int la = 2 * j, lb = la + 1;
+    int C = ctp_layer_in_channels(la, net->cin);
+    int K1 = ctp_layer_channels(la), K2 = ctp_layer_channels(lb);
+    H = layer_h(net, la);
+    W = layer_w(net, la);
+    t0 = net->profile ? ctp_now() : 0.0;
+    if (j == 0 && !(flags & CTP_BWD_INPUT))
+      /* Only the layers' gradients: layer 1b alone. */
+      r = k->conv3x3_backward_input(net->dact[la], net->dact[lb],
+                                    net->dpool[j], net->act[lb],
+                                    m->packed_bwd[lb], n, H, W, K1, K2, 1,
+                                    guided, net->bscratch, T);
+    else
+      r = k->conv3x3_block_backward_input(
+          layer_dinput(net, la), layers ? net->dact[la] : NULL,
+          layers ? net->dact[lb] : NULL, net->dpool[j], net->act[la],
+          net->act[lb], m->packed_bwd[la], m->packed_bwd[lb], n, H, W, C, K1,
+          K2, guided, net->bscratch, T);
+    if (r) return r;
+    if (net->profile)
+      fprintf(stderr, " block%d %.2f", j + 1, (ctp_now() - t0) * 1e3);
+  }
+  if (net->profile) fprintf(stderr, "\n");
+  return 0;
+}
+
 int ctp_net_backward(ctp_net *net, const float *dlogits, int n,
                      unsigned flags, float *dparams) {
   if (!net || !dlogits) return ctp_seterr(CTP_EINVAL, "ctp_net_backward: NULL");
@@ -288,6 +416,11 @@ int ctp_net_backward(ctp_net *net, const float *dlogits, int n,
       for (int k = 0; k < CTP_GAP_CHANNELS; k++)
         d6[p * CTP_GAP_CHANNELS + k] = df[k] / (float)hw6;
   }
+
+  if (!(flags & CTP_BWD_PARAMS) && net->route == ROUTE_LAYER)
+    return backward_input_layers(net, n, flags);
+  if (!(flags & CTP_BWD_PARAMS) && net->route == ROUTE_FUSED)
+    return backward_input(net, n, flags);
 
   /* The conv stack, last layer first. */
   for (int l = CTP_NUM_CONV - 1; l >= 0; l--) {

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "ctphase/error.h"
+#include "ctphase/scu.h"
 #include "ctphase/store.h"
 #include "ctphase/util.h"
 
@@ -76,6 +77,30 @@ const cfg_entry svc_config_table[] = {
      "A job interrupted or failing for a transient reason is retried until it has run this often."},
     {"model", CFG_STRING, OFF(model), 0, 4096, "\"\"", NULL, 0,
      "Model file (safetensors); empty: the bundled models/ctphase-phantom.safetensors."},
+    /* results and their delivery */
+    {"destinations", CFG_STRLIST, OFF(destinations), 0, 16, "[]", NULL, 1,
+     "Where results (SR and Secondary Captures) are sent: \"AE@host:port\" (a C-STORE SCP) or \"dir:/absolute/path\" (a folder); empty: results are only kept in data_dir/outbound."},
+    {"send_backoff_initial_seconds", CFG_INT, OFF(send_backoff_initial_seconds), 1, 86400, "30", NULL, 1,
+     "After a failed send, the first retry waits this long; each further failure doubles the wait."},
+    {"send_backoff_max_seconds", CFG_INT, OFF(send_backoff_max_seconds), 1, 86400, "600", NULL, 1,
+     "Longest wait between two attempts to send an object."},
+    {"send_max_attempts", CFG_INT, OFF(send_max_attempts), 1, 10000, "20", NULL, 1,
+     "An object whose send failed this often is marked failed (ctphase jobs resend re-queues it)."},
+    {"send_timeout_seconds", CFG_INT, OFF(send_timeout_seconds), 1, 3600, "30", NULL, 1,
+     "Connect, association (ACSE) and message (DIMSE) timeout of outbound associations."},
+    {"send_batch_size", CFG_INT, OFF(send_batch_size), 1, 1000, "100", NULL, 1,
+     "Most objects sent over one association; each destination gets its own association."},
+    {"report_key_slices", CFG_INT, OFF(report_key_slices), 0, 64, "3", NULL, 1,
+     "Secondary Captures made per result: the slices with the largest voting weight (0: the SR only)."},
+    {"report_all_slices", CFG_BOOL, OFF(report_all_slices), 0, 1, "false", NULL, 1,
+     "Make a Secondary Capture of every slice, not only the key slices."},
+    {"report_sam_layer", CFG_ENUM, OFF(report_sam_layer), 0, 0, "\"3b\"",
+     "1a|1b|2a|2b|3a|3b|4a|4b|5a|5b|6", 1,
+     "Layer whose SAM is overlaid on the Secondary Captures (the paper found 2b-4b most specific)."},
+    {"report_masking", CFG_BOOL, OFF(report_masking), 0, 1, "false", NULL, 1,
+     "Compute the SAM's masking-specificity score of the key slices into the SR (costs extra forwards)."},
+    {"uid_root", CFG_STRING, OFF(uid_root), 0, 40, "\"\"", NULL, 0,
+     "UID root of the SR and Secondary Captures (digits and dots, at most 40 characters); empty: 2.25.<UUID> UIDs. Changing it changes every result's UIDs."},
     /* operations */
     {"shutdown_grace_seconds", CFG_INT, OFF(shutdown_grace_seconds), 0, 3600, "30", NULL, 1,
      "On SIGTERM, how long running associations and jobs may take before jobs are re-queued and the daemon exits."},
@@ -164,6 +189,11 @@ static int set_value(svc_config *cfg, const cfg_entry *e, const cJSON *v,
       else *(double *)f = d;
       return 0;
     }
+    case CFG_BOOL:
+      if (!cJSON_IsBool(v))
+        return ctp_seterr(CTP_EINVAL, "%s: %s must be true or false", origin, e->name);
+      *(int *)f = cJSON_IsTrue(v) ? 1 : 0;
+      return 0;
     case CFG_STRLIST: {
       if (!cJSON_IsArray(v))
         return ctp_seterr(CTP_EINVAL, "%s: %s must be an array of strings",
@@ -231,6 +261,7 @@ static cJSON *value_json(const svc_config *cfg, const cfg_entry *e) {
     case CFG_ENUM: return cJSON_CreateString(*(char *const *)f);
     case CFG_INT: return cJSON_CreateNumber((double)*(const int64_t *)f);
     case CFG_NUMBER: return cJSON_CreateNumber(*(const double *)f);
+    case CFG_BOOL: return cJSON_CreateBool(*(const int *)f);
     case CFG_STRLIST: {
       const cfg_strlist *l = f;
       return cJSON_CreateStringArray((const char *const *)l->v, l->n);
@@ -387,6 +418,19 @@ int config_validate(const svc_config *cfg) {
     if (!ctp_uid_valid(cfg->sop_classes.v[i]))
       return ctp_seterr(CTP_EINVAL, "sop_classes: \"%s\" is not a UID",
                         cfg->sop_classes.v[i]);
+  for (int i = 0; i < cfg->destinations.n; i++) {
+    ctp_dest d;
+    if (ctp_dest_parse(cfg->destinations.v[i], &d) != 0) {
+      char why[512];
+      snprintf(why, sizeof why, "%s", ctp_last_error());
+      return ctp_seterr(CTP_EINVAL, "destinations: %s", why);
+    }
+  }
+  if (cfg->uid_root[0] && !ctp_uid_valid(cfg->uid_root))
+    return ctp_seterr(CTP_EINVAL,
+                      "uid_root \"%s\" is not a UID root (digits and dots, no "
+                      "empty component, e.g. \"1.2.826.0.1.3680043.9.9999\")",
+                      cfg->uid_root);
   return 0;
 }
 
@@ -431,6 +475,7 @@ static cJSON *entry_schema(const cfg_entry *e) {
       cJSON_AddNumberToObject(p, "maxItems", e->max);
       break;
     }
+    case CFG_BOOL: cJSON_AddStringToObject(p, "type", "boolean"); break;
   }
   cJSON_AddItemToObject(p, "default", cJSON_ParseWithOpts(e->def, NULL, 1));
   cJSON_AddStringToObject(p, "description", e->doc);

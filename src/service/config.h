@@ -56,6 +56,18 @@ typedef struct svc_config {
   char *admin_bind;
   int64_t admin_port;
   int64_t admin_max_request_bytes;
+  /* results and their delivery (send.c, job.c) */
+  cfg_strlist destinations;
+  int64_t send_backoff_initial_seconds;
+  int64_t send_backoff_max_seconds;
+  int64_t send_max_attempts;
+  int64_t send_timeout_seconds;
+  int64_t send_batch_size;
+  int64_t report_key_slices;
+  int report_all_slices;
+  char *report_sam_layer;
+  int report_masking;
+  char *uid_root;
 } svc_config;
 
 typedef enum {
@@ -63,7 +75,8 @@ typedef enum {
   CFG_INT,
   CFG_NUMBER,
   CFG_ENUM,
-  CFG_STRLIST
+  CFG_STRLIST,
+  CFG_BOOL /* int: 0 or 1 */
 } cfg_type;
 
 typedef struct {

@@ -245,7 +245,9 @@ static int predictors_open(svc *s) {
   s->npreds = (int)cfg->workers;
   s->preds = calloc((size_t)s->npreds, sizeof *s->preds);
   s->pred_busy = calloc((size_t)s->npreds, sizeof *s->pred_busy);
-  if (!s->preds || !s->pred_busy) return ctp_seterr(CTP_ENOMEM, "out of memory");
+  s->expls = calloc((size_t)s->npreds, sizeof *s->expls);
+  if (!s->preds || !s->pred_busy || !s->expls)
+    return ctp_seterr(CTP_ENOMEM, "out of memory");
   ctp_predict_opts o;
   ctp_predict_opts_default(&o);
   o.threads = per;
@@ -279,6 +281,7 @@ static void close_handle(uv_handle_t *h, void *arg) {
 static void finish(svc *s) {
   svc_set_state(s, SVC_STOPPED, "all associations and jobs finished");
   sched_stop(s);
+  send_stop(s);
   http_stop(s);
   uv_walk(s->loop, close_handle, NULL);
 }
@@ -299,7 +302,9 @@ static void give_up(svc *s) {
 
 static void stop_check(uv_timer_t *t) {
   svc *s = t->data;
-  if (ctp_scp_active(s->scp) == 0 && s->in_flight == 0 && !s->tick_busy) finish(s);
+  if (ctp_scp_active(s->scp) == 0 && s->in_flight == 0 && !s->tick_busy &&
+      !s->send_busy)
+    finish(s);
 }
 
 static void grace_over(uv_timer_t *t) { give_up(t->data); }
@@ -434,6 +439,12 @@ static int start(svc *s) {
     LOG(LOG_WARN, "recovered", LF_INT("jobs_requeued", requeued),
         LF_INT("jobs_failed", failed));
   if (!rc) {
+    step = "reconcile";
+    rc = receive_reconcile(s);
+  }
+  int resend = 0;
+  if (!rc) rc = ctp_store_outbound_recover(s->store, ctp_wall_now(), &resend);
+  if (!rc) {
     step = "predictors";
     rc = predictors_open(s);
   }
@@ -449,6 +460,10 @@ static int start(svc *s) {
     step = "scheduler";
     rc = sched_start(s);
   }
+  if (!rc) {
+    step = "sender";
+    rc = send_start(s);
+  }
   if (rc)
     LOG(LOG_ERROR, "start_failed", LF_STR("step", step), LF_STR("error", ctp_last_error()));
   return rc;
@@ -457,6 +472,8 @@ static int start(svc *s) {
 static void teardown(svc *s) {
   ctp_scp_free(s->scp);
   for (int i = 0; i < s->npreds; i++) ctp_predictor_free(s->preds[i]);
+  for (int i = 0; s->expls && i < s->npreds; i++) ctp_explainer_free(s->expls[i]);
+  free(s->expls);
   free(s->preds);
   free(s->pred_busy);
   ctp_store_close(s->store);
@@ -516,7 +533,7 @@ static int run(svc *s, const options *o) {
     return 1;
   }
   char pool[16];
-  snprintf(pool, sizeof pool, "%d", (int)cfg->workers + 2);
+  snprintf(pool, sizeof pool, "%d", (int)cfg->workers + 3); /* + tick, HTTP, sender */
   setenv("UV_THREADPOOL_SIZE", pool, 1);
   signal(SIGPIPE, SIG_IGN);
   uv_loop_t loop;

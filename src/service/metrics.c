@@ -133,6 +133,10 @@ char *metrics_render(const svc_metrics *m, const metrics_gauges *g) {
   gauge(&t, "ctphase_jobs_running", "Jobs running now.", g->jobs_running);
   counter(&t, "ctphase_send_failures_total",
           "Outbound C-STORE attempts that failed.", get(&m->send_failures));
+  counter(&t, "ctphase_objects_sent_total",
+          "Outbound objects (SR, SC) delivered to a destination.", get(&m->objects_sent));
+  counter(&t, "ctphase_reports_written_total",
+          "Result objects (SR, SC) written by jobs.", get(&m->reports_written));
   if (g->counts) {
     by_state(&t, "ctphase_series", "Series by state.", g->counts->series,
              CTP_SERIES_NSTATES, ctp_series_state_name);
@@ -155,6 +159,9 @@ char *metrics_render(const svc_metrics *m, const metrics_gauges *g) {
   histogram(&t, "ctphase_job_seconds", "Job duration.", &m->job_seconds);
   histogram(&t, "ctphase_inference_seconds", "Network time per job.",
             &m->infer_seconds);
+  histogram(&t, "ctphase_send_seconds",
+            "One outbound object's C-STORE round trip (or folder copy).",
+            &m->send_seconds);
   if (t.oom) {
     free(t.b);
     return NULL;

@@ -34,9 +34,12 @@ typedef struct {
   atomic_uint_fast64_t echoes;
   atomic_uint_fast64_t jobs_finished;
   atomic_uint_fast64_t send_failures;       /* filled by the sender */
+  atomic_uint_fast64_t objects_sent;        /* outbound objects delivered */
+  atomic_uint_fast64_t reports_written;     /* SR + SC objects written */
   metrics_hist store_seconds;   /* dataset received -> row committed */
   metrics_hist job_seconds;     /* a job, end to end */
   metrics_hist infer_seconds;   /* network time of a job */
+  metrics_hist send_seconds;    /* one object's C-STORE round trip (or copy) */
 } svc_metrics;
 
 void metrics_observe(metrics_hist *h, double seconds);

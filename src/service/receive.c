@@ -18,13 +18,36 @@
  *   2. instances/STUDY/SERIES/ is created, each new folder's parent
  *      fsynced;
  *   3. the file is renamed to SOP.dcm there and the folder fsynced;
- *   4. the instance row (and its series) is committed.
+ *   4. the instance row (and its series) is committed, in a group commit
+ *      with the other associations' rows and without a WAL fsync of its
+ *      own (synchronous=NORMAL for instance rows only, see store.c).
  * Only then is success answered. A failure at 2-4 answers 0xA700 and
  * leaves no file that the database does not know.
+ *
+ * What that guarantees. The fsynced file in its fsynced folder is the
+ * durable record of an acknowledged instance; the row is an index of it.
+ *   - Process crash (kill -9, OOM, abort) at any moment: nothing
+ *     acknowledged is lost; the committed rows survive (the WAL is in the
+ *     page cache). A crash between the rename and the commit leaves a
+ *     complete, checked file that was never acknowledged: reconcile.c
+ *     gives it its row at the next start (the sender's resend is then a
+ *     duplicate, stored once).
+ *   - Power loss or kernel crash: every acknowledged file is on disk; the
+ *     rows of the last instances may be lost with the WAL's unflushed
+ *     tail (never a row whose series has a finished job: job commits stay
+ *     synchronous=FULL and flush the WAL before them). reconcile.c gives
+ *     those files their rows back at start-up, before the SCP listens.
+ *     This rests on the disk honouring flushes (no volatile write cache
+ *     that lies).
+ * So each acknowledgement costs two flushes (file, folder) on the
+ * association's thread, plus a share of a group commit that no longer
+ * waits for the disk.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -186,6 +209,19 @@ static void unlink_unknown(svc *s, const char *abs, const char *sop_uid) {
   unlink(abs);
 }
 
+/* Failure injection, for tests only: CTPHASED_FAIL_AFTER=N in the
+ * environment makes the Nth durable step of keep() (mkdir, rename, folder
+ * fsync, commit, counted over all instances) fail as if with EIO, once.
+ * 0 (unset) never fails. */
+static atomic_long fail_countdown;
+
+static int injected(void) {
+  if (atomic_load(&fail_countdown) <= 0) return 0;
+  if (atomic_fetch_sub(&fail_countdown, 1) != 1) return 0;
+  errno = EIO;
+  return 1;
+}
+
 /* Moves the file into place and commits its row: 0, or -1 (logged). */
 static int keep(svc *s, const ctp_scp_instance *in, const char *rel, int *added) {
   char abs[2048], dir[2048];
@@ -193,11 +229,11 @@ static int keep(svc *s, const ctp_scp_instance *in, const char *rel, int *added)
   snprintf(dir, sizeof dir, "%s", abs);
   *strrchr(dir, '/') = 0;
   const char *step = "mkdir";
-  if (make_dirs(s->data_dir, rel) != 0) goto fail;
+  if (injected() || make_dirs(s->data_dir, rel) != 0) goto fail;
   step = "rename";
-  if (rename(in->tmp_path, abs) != 0) goto fail;
+  if (injected() || rename(in->tmp_path, abs) != 0) goto fail;
   step = "fsync";
-  if (fsync_dir(dir) != 0) {
+  if (injected() || fsync_dir(dir) != 0) {
     int e = errno;
     unlink_unknown(s, abs, in->sop_instance_uid);
     errno = e;
@@ -207,7 +243,9 @@ static int keep(svc *s, const ctp_scp_instance *in, const char *rel, int *added)
       in->sop_instance_uid, in->sop_class_uid, in->study_instance_uid,
       in->series_instance_uid, in->transfer_syntax, rel, in->assoc->calling_ae,
       in->bytes, in->assoc->id, ctp_wall_now()};
-  if (ctp_store_instance_add(s->store, &row, added) != 0) {
+  int rc = injected() ? ctp_seterr(CTP_EIO, "injected failure (CTPHASED_FAIL_AFTER)")
+                      : ctp_store_instance_add(s->store, &row, added);
+  if (rc != 0) {
     LOG(LOG_ERROR, "store_failed", LF_INT("assoc", in->assoc->id),
         LF_STR("step", "commit"), LF_STR("error", ctp_last_error()));
     unlink_unknown(s, abs, in->sop_instance_uid);
@@ -249,11 +287,19 @@ static unsigned on_store(void *ud, const ctp_scp_instance *in) {
       LF_INT("assoc", in->assoc->id), LF_STR("study_uid", in->study_instance_uid),
       LF_STR("series_uid", in->series_instance_uid),
       LF_STR("sop_instance_uid", in->sop_instance_uid), LF_INT("bytes", in->bytes),
-      LF_NUM("receive_ms", in->receive_seconds * 1e3), LF_NUM("store_ms", dt * 1e3));
+      LF_NUM("receive_ms", in->receive_seconds * 1e3),
+      LF_NUM("file_fsync_ms", in->write_seconds * 1e3),
+      LF_NUM("keep_ms", (ctp_now() - t0) * 1e3), LF_NUM("store_ms", dt * 1e3));
   return CTP_DIMSE_SUCCESS;
 }
 
 void receive_callbacks(svc *s, ctp_scp_callbacks *cb) {
+  const char *fail = getenv("CTPHASED_FAIL_AFTER");
+  if (fail && atol(fail) > 0) {
+    atomic_store(&fail_countdown, atol(fail));
+    LOG(LOG_WARN, "failure_injection", LF_INT("fail_after", atol(fail)),
+        LF_STR("why", "CTPHASED_FAIL_AFTER is set (tests only)"));
+  }
   memset(cb, 0, sizeof *cb);
   cb->ud = s;
   cb->on_associate = on_associate;

@@ -18,8 +18,8 @@
  *
  * Only one tick is in flight at a time; a kick during one asks for
  * another right after. Jobs in flight never exceed `workers`, and the
- * pool has workers + 2 threads (main.c sets UV_THREADPOOL_SIZE), so a
- * tick and an HTTP request always find a thread.
+ * pool has workers + 3 threads (main.c sets UV_THREADPOOL_SIZE), so a
+ * tick, an HTTP request and the sender's pass (send.c) always find one.
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -113,6 +113,7 @@ static void job_after(uv_work_t *req, int status) {
   atomic_store(&s->running_jobs, s->in_flight);
   free(r);
   tick_run(s);
+  send_kick(s); /* the job's outbound rows, if any, are due now */
 }
 
 static void dispatch(svc *s, const ctp_store_job *job) {

@@ -3,9 +3,12 @@
  *
  *   main.c     command line, start-up, recovery, signals, shutdown
  *   receive.c  SCP callbacks: policy, durable write, database row
+ *   reconcile.c  start-up: a row for every received file without one
  *   sched.c    the libuv loop's scheduler: stability, job dispatch,
  *              retention
- *   job.c      one job: scan the series' files, predict, store the result
+ *   job.c      one job: scan the series' files, predict, write the SR and
+ *              Secondary Captures, store the result and outbound rows
+ *   send.c     the sender: outbound objects to the PACS, with retries
  *   http.c     the admin HTTP server (health, metrics, JSON API)
  *   metrics.c  counters and histograms, Prometheus text
  *
@@ -28,6 +31,7 @@
 #include <stdatomic.h>
 #include <uv.h>
 
+#include "ctphase/explain.h"
 #include "ctphase/model.h"
 #include "ctphase/predict.h"
 #include "ctphase/scp.h"
@@ -94,6 +98,17 @@ typedef struct svc {
   ctp_store_job claimed[64];
   int nclaimed;
 
+  /* Sender (send.c; loop thread only, except send_wait set by its work). */
+  uv_timer_t send_timer;
+  uv_work_t send_req;
+  int send_busy;
+  int send_again;
+  double send_wait;
+
+  /* Explainers for the report writer, one per predictor slot, made by the
+   * job that first needs one (job.c). */
+  ctp_explainer **expls;
+
   svc_http *http;
   svc_metrics metrics;
 } svc;
@@ -110,6 +125,10 @@ void receive_callbacks(svc *s, ctp_scp_callbacks *cb);
 /* Free bytes for unprivileged users on the file system of path. */
 int receive_free_bytes(const char *path, uint64_t *free_bytes);
 
+/* reconcile.c: gives a database row to every received file without one
+ * (start-up, before the SCP starts). */
+int receive_reconcile(svc *s);
+
 /* sched.c */
 int sched_start(svc *s);
 /* Runs a scheduling pass soon (thread-safe). */
@@ -118,6 +137,12 @@ void sched_stop(svc *s);
 
 /* job.c: runs one claimed job in the calling (pool) thread. */
 void job_run(svc *s, const ctp_store_job *job);
+
+/* send.c: delivery of outbound objects (loop thread). */
+int send_start(svc *s);
+/* Runs a sending pass soon (loop thread). */
+void send_kick(svc *s);
+void send_stop(svc *s);
 
 /* http.c */
 int http_start(svc *s);

@@ -7,17 +7,22 @@
  * the job workers share one handle safely. Writes are short transactions
  * (BEGIN IMMEDIATE, so that a writer never has to upgrade a read lock and
  * die on SQLITE_BUSY halfway); the database is in WAL mode with
- * synchronous=FULL, so a COMMIT that returned is on disk, and another
- * process (`ctphase jobs`) reads while the daemon writes.
+ * synchronous=FULL, so a COMMIT that returned is on disk (except instance
+ * rows: see set_synchronous()), and another process (`ctphase jobs`)
+ * reads while the daemon writes.
  *
  * Statements are prepared once per handle (the table `sql` below, indexed
  * by the Q_* names) and reset after use. The schema is created and
  * upgraded by the migrations[] list: PRAGMA user_version says how many
  * have run; each runs in its own transaction.
  *
- * State changes of series and jobs go through series_set_state() and
- * job_set_state(), which read the current state, refuse a transition the
- * life cycle does not allow (CTP_ESTATE), write it and log it.
+ * State changes of series, jobs and outbound objects go through
+ * series_set_state(), job_set_state() and outbound_set_state(), which read
+ * the current state, refuse a transition the life cycle does not allow
+ * (CTP_ESTATE), write it and log it. Three bulk changes of outbound rows
+ * bypass it and log a count instead: recovery at start-up (sending ->
+ * pending), a resend (any -> pending) and a job's objects made again
+ * (any -> pending, in outbound_add).
  */
 #include "ctphase/store.h"
 
@@ -108,6 +113,8 @@ int ctp_outbound_transition_ok(int from, int to) {
     case CTP_OUTBOUND_SENDING:
       return to == CTP_OUTBOUND_SENT || to == CTP_OUTBOUND_FAILED ||
              to == CTP_OUTBOUND_PENDING;
+    case CTP_OUTBOUND_SENT:
+    case CTP_OUTBOUND_FAILED: return to == CTP_OUTBOUND_PENDING; /* resend */
     default: return 0;
   }
 }
@@ -212,6 +219,38 @@ static const char *const migrations[] = {
     "  sent_at           REAL\n"
     ");\n"
     "CREATE INDEX outbound_by_state ON outbound (state, next_attempt_at);\n",
+    /* 2: an object goes to several destinations (unique per pair), and
+     * knows its SOP class and series. Version 1 never filled the table;
+     * its rows are carried over all the same. */
+    "ALTER TABLE outbound RENAME TO outbound_v1;\n"
+    "CREATE TABLE outbound (\n"
+    "  id                INTEGER PRIMARY KEY,\n"
+    "  job_id            INTEGER NOT NULL REFERENCES jobs (id),\n"
+    "  kind              TEXT NOT NULL,\n"
+    "  sop_class_uid     TEXT NOT NULL,\n"
+    "  sop_instance_uid  TEXT NOT NULL,\n"
+    "  series_uid        TEXT NOT NULL,\n"
+    "  path              TEXT NOT NULL,\n"
+    "  destination       TEXT NOT NULL,\n"
+    "  state             TEXT NOT NULL CHECK (state IN ('pending', 'sending', 'sent',\n"
+    "                      'failed')),\n"
+    "  attempts          INTEGER NOT NULL DEFAULT 0,\n"
+    "  error             TEXT,\n"
+    "  created_at        REAL NOT NULL,\n"
+    "  next_attempt_at   REAL,\n"
+    "  last_attempt_at   REAL,\n"
+    "  sent_at           REAL,\n"
+    "  UNIQUE (sop_instance_uid, destination)\n"
+    ");\n"
+    "INSERT INTO outbound (id, job_id, kind, sop_class_uid, sop_instance_uid,\n"
+    "  series_uid, path, destination, state, attempts, error, created_at,\n"
+    "  next_attempt_at, sent_at)\n"
+    "  SELECT id, job_id, kind, '', sop_instance_uid, '', path, destination,\n"
+    "  state, attempts, error, created_at, next_attempt_at, sent_at\n"
+    "  FROM outbound_v1;\n"
+    "DROP TABLE outbound_v1;\n"
+    "CREATE INDEX outbound_by_state ON outbound (state, next_attempt_at);\n"
+    "CREATE INDEX outbound_by_job ON outbound (job_id);\n",
 };
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -303,7 +342,46 @@ static const char *const migrations[] = {
   XX(COUNT_JOBS, "SELECT state, count(*) FROM jobs GROUP BY state")          \
   XX(COUNT_OUTBOUND, "SELECT state, count(*) FROM outbound GROUP BY state")  \
   XX(COUNT_INSTANCES,                                                        \
-     "SELECT count(*), count(*) FILTER (WHERE removed_at IS NULL) FROM instances")
+     "SELECT count(*), count(*) FILTER (WHERE removed_at IS NULL) FROM instances") \
+  XX(OUTBOUND_UPSERT,                                                        \
+     "INSERT INTO outbound (job_id, kind, sop_class_uid, sop_instance_uid, "   \
+     "series_uid, path, destination, state, attempts, created_at, "          \
+     "next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8) " \
+     "ON CONFLICT (sop_instance_uid, destination) DO UPDATE SET "            \
+     "job_id = excluded.job_id, kind = excluded.kind, "                      \
+     "sop_class_uid = excluded.sop_class_uid, series_uid = excluded.series_uid, " \
+     "path = excluded.path, state = 'pending', attempts = 0, error = NULL, "  \
+     "next_attempt_at = excluded.next_attempt_at, sent_at = NULL")           \
+  XX(OUTBOUND_GET_STATE, "SELECT state, sop_instance_uid, destination FROM outbound WHERE id = ?1") \
+  XX(OUTBOUND_SET_STATE, "UPDATE outbound SET state = ?2 WHERE id = ?1")     \
+  XX(OUTBOUND_DUE_DEST,                                                      \
+     "SELECT destination FROM outbound WHERE state = 'pending' AND "         \
+     "next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT 1")           \
+  XX(OUTBOUND_DUE,                                                           \
+     "SELECT id, job_id, kind, sop_class_uid, sop_instance_uid, series_uid, " \
+     "path, destination, attempts FROM outbound WHERE state = 'pending' AND " \
+     "destination = ?1 AND next_attempt_at <= ?2 ORDER BY id LIMIT ?3")     \
+  XX(OUTBOUND_START,                                                         \
+     "UPDATE outbound SET attempts = attempts + 1, last_attempt_at = ?2 "    \
+     "WHERE id = ?1")                                                        \
+  XX(OUTBOUND_END,                                                           \
+     "UPDATE outbound SET error = ?2, next_attempt_at = ?3, "                \
+     "sent_at = CASE WHEN state = 'sent' THEN ?4 ELSE sent_at END WHERE id = ?1") \
+  XX(OUTBOUND_NEXT_DUE,                                                      \
+     "SELECT min(next_attempt_at) FROM outbound WHERE state = 'pending'")    \
+  XX(OUTBOUND_RECOVER,                                                       \
+     "UPDATE outbound SET state = 'pending', next_attempt_at = ?1 "          \
+     "WHERE state = 'sending'")                                              \
+  XX(OUTBOUND_DEFER,                                                         \
+     "UPDATE outbound SET next_attempt_at = max(next_attempt_at, ?2) "       \
+     "WHERE destination = ?1 AND state = 'pending'")                         \
+  XX(OUTBOUND_RESEND,                                                        \
+     "UPDATE outbound SET state = 'pending', attempts = 0, error = NULL, "    \
+     "next_attempt_at = ?2, sent_at = NULL WHERE job_id = ?1")               \
+  XX(OUTBOUND_OF_JOB,                                                        \
+     "SELECT id, kind, sop_class_uid, sop_instance_uid, series_uid, path, "  \
+     "destination, state, attempts, error, next_attempt_at, last_attempt_at, " \
+     "sent_at FROM outbound WHERE job_id = ?1 ORDER BY destination, kind DESC, id")
 
 typedef enum {
 #define XX(name, sql) Q_##name,
@@ -664,10 +742,24 @@ static int add_one(ctp_store *st, const ctp_store_instance *in, int *added) {
   return rc;
 }
 
+/* Instance rows are committed with synchronous=NORMAL (no WAL fsync of
+ * their own; every other transaction keeps FULL). The received file is the
+ * durable record of an instance: receive.c fsyncs it and its folder before
+ * adding the row, and at start-up reconcile.c gives a row to every file
+ * that has none, which is what a power loss can leave behind. A process
+ * crash loses no committed row either way (the WAL is in the page cache);
+ * the next FULL commit makes the earlier NORMAL ones durable too. */
+static void set_synchronous(ctp_store *st, int full) {
+  const char *sql = full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL";
+  if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+    LOG(LOG_ERROR, "db_error", LF_STR("what", sql), LF_STR("error", sqlite3_errmsg(st->db)));
+}
+
 /* Commits a batch of instances in one transaction, each in a savepoint
  * so that one bad row does not sink the others. */
 static void commit_batch(ctp_store *st, gc_entry *batch) {
   pthread_mutex_lock(&st->mu);
+  set_synchronous(st, 0);
   int rc = begin(st);
   if (!rc) {
     for (gc_entry *e = batch; e && !rc; e = e->next) {
@@ -687,6 +779,7 @@ static void commit_batch(ctp_store *st, gc_entry *batch) {
     e->added = 0;
     snprintf(e->err, sizeof e->err, "%s", ctp_last_error());
   }
+  set_synchronous(st, 1);
   pthread_mutex_unlock(&st->mu);
 }
 
@@ -899,6 +992,35 @@ static int series_follow_job(ctp_store *st, const char *uid, int64_t id,
   return series_set_state(st, uid, to, now, why);
 }
 
+/* The outbound rows of a finished job: one per object per destination.
+ * An object already known for a destination (the same deterministic UID
+ * from an earlier job of the series) is taken over by this job and
+ * re-queued, whatever its state: the PACS then replaces it. */
+static int outbound_add(ctp_store *st, int64_t job, double now,
+                        const ctp_store_job_end *e) {
+  for (int i = 0; i < e->nobjects; i++) {
+    const ctp_store_object *o = &e->objects[i];
+    for (int d = 0; d < e->ndestinations; d++) {
+      sqlite3_stmt *s = stmt(st, Q_OUTBOUND_UPSERT);
+      if (!s) return CTP_EDB;
+      sqlite3_bind_int64(s, 1, job);
+      bind_text(s, 2, o->kind);
+      bind_text(s, 3, o->sop_class_uid);
+      bind_text(s, 4, o->sop_instance_uid);
+      bind_text(s, 5, o->series_uid);
+      bind_text(s, 6, o->path);
+      bind_text(s, 7, e->destinations[d]);
+      sqlite3_bind_double(s, 8, now);
+      int rc = exec_q(st, s, "outbound insert");
+      if (rc) return rc;
+    }
+  }
+  if (e->nobjects && e->ndestinations)
+    LOG(LOG_INFO, "outbound_queued", LF_INT("job", job), LF_INT("objects", e->nobjects),
+        LF_INT("destinations", e->ndestinations));
+  return 0;
+}
+
 static int finish(ctp_store *st, int64_t id, double now,
                   const ctp_store_job_end *e) {
   char series[65] = "";
@@ -918,6 +1040,7 @@ static int finish(ctp_store *st, int64_t id, double now,
   sqlite3_bind_double(s, 6, e->duration_s);
   sqlite3_bind_double(s, 7, e->infer_s);
   if ((rc = exec_q(st, s, "job end"))) return rc;
+  if (e->state == CTP_JOB_DONE && (rc = outbound_add(st, id, now, e))) return rc;
   return series_follow_job(st, series, id, e->state, now, why);
 }
 
@@ -943,7 +1066,7 @@ static int recover(ctp_store *st, double now, int max_attempts, int *requeued,
   done(s);
   int rc = 0;
   for (int i = 0; !rc && i < n; i++) {
-    ctp_store_job_end e = {CTP_JOB_QUEUED, NULL, NULL, NULL, 0, 0};
+    ctp_store_job_end e = {.state = CTP_JOB_QUEUED};
     char why[96];
     if (attempts[i] >= max_attempts) {
       snprintf(why, sizeof why, "interrupted after %d attempts", attempts[i]);
@@ -1055,6 +1178,234 @@ int ctp_store_files_removed(ctp_store *st, const char *series_uid, char **paths,
 }
 
 /* ------------------------------------------------------------------ */
+/* Outbound objects                                                     */
+/* ------------------------------------------------------------------ */
+
+static int outbound_parse(const char *s);
+
+/* The one place an outbound row changes state (bulk recovery and resend
+ * aside, which log a count). Refuses what the life cycle does not allow
+ * with CTP_ESTATE: a row re-queued by a resend or a new job while it was
+ * being sent, say. */
+static int outbound_set_state(ctp_store *st, int64_t id, int to, const char *why) {
+  sqlite3_stmt *s = stmt(st, Q_OUTBOUND_GET_STATE);
+  if (!s) return CTP_EDB;
+  sqlite3_bind_int64(s, 1, id);
+  int from = -1;
+  char sop[65] = "", dest[300] = "";
+  if (sqlite3_step(s) == SQLITE_ROW) {
+    from = outbound_parse((const char *)sqlite3_column_text(s, 0));
+    snprintf(sop, sizeof sop, "%s", (const char *)sqlite3_column_text(s, 1));
+    snprintf(dest, sizeof dest, "%s", (const char *)sqlite3_column_text(s, 2));
+  }
+  done(s);
+  if (from < 0) return ctp_seterr(CTP_ENOENT, "no outbound object %lld", (long long)id);
+  if (!ctp_outbound_transition_ok(from, to))
+    return ctp_seterr(CTP_ESTATE, "outbound %lld: %s -> %s is not allowed",
+                      (long long)id, ctp_outbound_state_name(from),
+                      ctp_outbound_state_name(to));
+  s = stmt(st, Q_OUTBOUND_SET_STATE);
+  if (!s) return CTP_EDB;
+  sqlite3_bind_int64(s, 1, id);
+  bind_text(s, 2, ctp_outbound_state_name(to));
+  int rc = exec_q(st, s, "outbound state");
+  if (rc == 0)
+    LOG(LOG_DEBUG, "outbound_state", LF_INT("outbound", id), LF_STR("sop_uid", sop),
+        LF_STR("destination", dest), LF_STR("from", ctp_outbound_state_name(from)),
+        LF_STR("to", ctp_outbound_state_name(to)), LF_STR("why", why));
+  return rc;
+}
+
+static void outbound_row(sqlite3_stmt *s, ctp_store_outbound *r) {
+  memset(r, 0, sizeof *r);
+  r->id = sqlite3_column_int64(s, 0);
+  r->job_id = sqlite3_column_int64(s, 1);
+#define COPY(field, i) \
+  snprintf(r->field, sizeof r->field, "%s", \
+           sqlite3_column_text(s, i) ? (const char *)sqlite3_column_text(s, i) : "")
+  COPY(kind, 2);
+  COPY(sop_class_uid, 3);
+  COPY(sop_instance_uid, 4);
+  COPY(series_uid, 5);
+  COPY(path, 6);
+  COPY(destination, 7);
+#undef COPY
+  r->attempts = sqlite3_column_int(s, 8) + 1;
+}
+
+static int outbound_claim(ctp_store *st, double now, int limit,
+                          ctp_store_outbound *rows, int *n) {
+  sqlite3_stmt *s = stmt(st, Q_OUTBOUND_DUE_DEST);
+  if (!s) return CTP_EDB;
+  sqlite3_bind_double(s, 1, now);
+  char dest[sizeof rows->destination] = "";
+  int r = sqlite3_step(s);
+  if (r == SQLITE_ROW)
+    snprintf(dest, sizeof dest, "%s", (const char *)sqlite3_column_text(s, 0));
+  done(s);
+  if (r != SQLITE_ROW) return r == SQLITE_DONE ? 0 : db_err(st, "outbound claim");
+  s = stmt(st, Q_OUTBOUND_DUE);
+  if (!s) return CTP_EDB;
+  bind_text(s, 1, dest);
+  sqlite3_bind_double(s, 2, now);
+  sqlite3_bind_int(s, 3, limit);
+  while (*n < limit && (r = sqlite3_step(s)) == SQLITE_ROW) outbound_row(s, &rows[(*n)++]);
+  done(s);
+  int rc = 0;
+  for (int i = 0; !rc && i < *n; i++) {
+    char why[48];
+    snprintf(why, sizeof why, "claimed by the sender (attempt %d)", rows[i].attempts);
+    rc = outbound_set_state(st, rows[i].id, CTP_OUTBOUND_SENDING, why);
+    sqlite3_stmt *u = rc ? NULL : stmt(st, Q_OUTBOUND_START);
+    if (u) {
+      sqlite3_bind_int64(u, 1, rows[i].id);
+      sqlite3_bind_double(u, 2, now);
+      rc = exec_q(st, u, "outbound start");
+    } else if (!rc) {
+      rc = CTP_EDB;
+    }
+  }
+  return rc;
+}
+
+int ctp_store_outbound_claim(ctp_store *st, double now, int limit,
+                             ctp_store_outbound *rows, int *n) {
+  if (!st || !rows || !n || limit < 1)
+    return ctp_seterr(CTP_EINVAL, "outbound_claim: argument");
+  *n = 0;
+  pthread_mutex_lock(&st->mu);
+  int rc = begin(st);
+  if (!rc) rc = end_tx(st, outbound_claim(st, now, limit, rows, n));
+  if (rc) *n = 0;
+  pthread_mutex_unlock(&st->mu);
+  return rc;
+}
+
+static int outbound_end(ctp_store *st, double now, const ctp_store_outbound_end *e,
+                        int *stale) {
+  const char *why = e->state == CTP_OUTBOUND_SENT      ? "sent"
+                    : e->state == CTP_OUTBOUND_PENDING ? "retry later"
+                                                       : "gave up";
+  int rc = outbound_set_state(st, e->id, e->state, why);
+  if (rc == CTP_ESTATE || rc == CTP_ENOENT) {
+    (*stale)++; /* re-queued or replaced while it was being sent */
+    return 0;
+  }
+  if (rc) return rc;
+  sqlite3_stmt *s = stmt(st, Q_OUTBOUND_END);
+  if (!s) return CTP_EDB;
+  sqlite3_bind_int64(s, 1, e->id);
+  bind_text(s, 2, e->state == CTP_OUTBOUND_SENT ? NULL : e->error);
+  if (e->state == CTP_OUTBOUND_PENDING) sqlite3_bind_double(s, 3, e->next_attempt_at);
+  else sqlite3_bind_null(s, 3);
+  sqlite3_bind_double(s, 4, now);
+  return exec_q(st, s, "outbound end");
+}
+
+int ctp_store_outbound_finish(ctp_store *st, double now,
+                              const ctp_store_outbound_end *ends, int n, int *stale) {
+  if (!st || (n > 0 && !ends)) return ctp_seterr(CTP_EINVAL, "outbound_finish: argument");
+  int dummy = 0;
+  if (!stale) stale = &dummy;
+  *stale = 0;
+  pthread_mutex_lock(&st->mu);
+  int rc = begin(st);
+  for (int i = 0; !rc && i < n; i++) {
+    if (ends[i].state != CTP_OUTBOUND_SENT && ends[i].state != CTP_OUTBOUND_PENDING &&
+        ends[i].state != CTP_OUTBOUND_FAILED)
+      rc = ctp_seterr(CTP_EINVAL, "outbound_finish: state %d", ends[i].state);
+    else
+      rc = outbound_end(st, now, &ends[i], stale);
+  }
+  rc = rc ? end_tx(st, rc) : end_tx(st, 0);
+  pthread_mutex_unlock(&st->mu);
+  return rc;
+}
+
+int ctp_store_outbound_next_due(ctp_store *st, double now, double *due) {
+  *due = -1;
+  pthread_mutex_lock(&st->mu);
+  sqlite3_stmt *s = stmt(st, Q_OUTBOUND_NEXT_DUE);
+  int rc = s ? 0 : CTP_EDB;
+  if (s && sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL) {
+    *due = sqlite3_column_double(s, 0) - now;
+    if (*due < 0) *due = 0;
+  }
+  done(s);
+  pthread_mutex_unlock(&st->mu);
+  return rc;
+}
+
+int ctp_store_outbound_recover(ctp_store *st, double now, int *requeued) {
+  *requeued = 0;
+  pthread_mutex_lock(&st->mu);
+  int rc = begin(st);
+  if (!rc) {
+    sqlite3_stmt *s = stmt(st, Q_OUTBOUND_RECOVER);
+    if (!s) rc = CTP_EDB;
+    else {
+      sqlite3_bind_double(s, 1, now);
+      rc = exec_q(st, s, "outbound recover");
+      if (!rc) *requeued = sqlite3_changes(st->db);
+    }
+    rc = end_tx(st, rc);
+  }
+  pthread_mutex_unlock(&st->mu);
+  if (!rc && *requeued)
+    LOG(LOG_WARN, "outbound_recovered", LF_INT("objects", *requeued),
+        LF_STR("why", "left sending by a crash or a forced stop: sent again"));
+  return rc;
+}
+
+int ctp_store_outbound_defer(ctp_store *st, const char *destination, double until,
+                             int *n) {
+  int dummy = 0;
+  if (!n) n = &dummy;
+  *n = 0;
+  pthread_mutex_lock(&st->mu);
+  sqlite3_stmt *s = stmt(st, Q_OUTBOUND_DEFER);
+  int rc = CTP_EDB;
+  if (s) {
+    bind_text(s, 1, destination);
+    sqlite3_bind_double(s, 2, until);
+    rc = exec_q(st, s, "outbound defer");
+    if (!rc) *n = sqlite3_changes(st->db);
+  }
+  pthread_mutex_unlock(&st->mu);
+  return rc;
+}
+
+static int resend(ctp_store *st, int64_t job, double now, int *n) {
+  if (job_state(st, job, NULL, 0) < 0)
+    return ctp_seterr(CTP_ENOENT, "no job %lld", (long long)job);
+  sqlite3_stmt *s = stmt(st, Q_OUTBOUND_RESEND);
+  if (!s) return CTP_EDB;
+  sqlite3_bind_int64(s, 1, job);
+  sqlite3_bind_double(s, 2, now);
+  int rc = exec_q(st, s, "outbound resend");
+  if (rc) return rc;
+  *n = sqlite3_changes(st->db);
+  if (*n == 0)
+    return ctp_seterr(CTP_ENOENT,
+                      "job %lld has no outbound objects (no destination was "
+                      "configured when it ran, it made no result, or a later "
+                      "job of the series took its objects over)", (long long)job);
+  LOG(LOG_INFO, "outbound_resend", LF_INT("job", job), LF_INT("objects", *n));
+  return 0;
+}
+
+int ctp_store_outbound_resend(ctp_store *st, int64_t job_id, double now, int *n) {
+  int dummy = 0;
+  if (!n) n = &dummy;
+  *n = 0;
+  pthread_mutex_lock(&st->mu);
+  int rc = begin(st);
+  if (!rc) rc = end_tx(st, resend(st, job_id, now, n));
+  pthread_mutex_unlock(&st->mu);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
 /* Queries                                                              */
 /* ------------------------------------------------------------------ */
 
@@ -1147,6 +1498,23 @@ int ctp_store_jobs_json(ctp_store *st, const char *state, int limit, char **json
   return rc;
 }
 
+/* The outbound objects of a job, into arr. */
+static void outbound_json(ctp_store *st, int64_t job, cJSON *arr) {
+  static const char *const cols[] = {
+      "id", "kind", "sop_class_uid", "sop_instance_uid", "series_uid", "path",
+      "destination", "state", "attempts", "error", "next_attempt_at",
+      "last_attempt_at", "sent_at"};
+  sqlite3_stmt *s = stmt(st, Q_OUTBOUND_OF_JOB);
+  if (!s || !arr) return;
+  sqlite3_bind_int64(s, 1, job);
+  while (sqlite3_step(s) == SQLITE_ROW) {
+    cJSON *o = cJSON_CreateObject();
+    for (int i = 0; i < (int)(sizeof cols / sizeof *cols); i++) add_col(o, cols[i], s, i);
+    cJSON_AddItemToArray(arr, o);
+  }
+  done(s);
+}
+
 int ctp_store_job_json(ctp_store *st, int64_t id, char **json) {
   pthread_mutex_lock(&st->mu);
   sqlite3_stmt *s = stmt(st, Q_JOB_ROW);
@@ -1158,6 +1526,8 @@ int ctp_store_job_json(ctp_store *st, int64_t id, char **json) {
       const char *res = (const char *)sqlite3_column_text(s, 12);
       cJSON *parsed = res ? cJSON_Parse(res) : NULL;
       cJSON_AddItemToObject(o, "result", parsed ? parsed : cJSON_CreateNull());
+      done(s);
+      outbound_json(st, id, cJSON_AddArrayToObject(o, "outbound"));
       rc = print_json(o, json);
     } else {
       rc = ctp_seterr(CTP_ENOENT, "no job %lld", (long long)id);

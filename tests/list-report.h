@@ -1,0 +1,10 @@
+/* Tests of tests/test-report.c. */
+TEST_ENTRY(report_uid_default_root)
+TEST_ENTRY(report_uid_site_root)
+TEST_ENTRY(report_uid_bad_roots)
+TEST_ENTRY(report_uid_many_valid)
+TEST_ENTRY(report_phase_codes)
+TEST_ENTRY(report_rejects_bad_input)
+TEST_ENTRY(report_write_deterministic)
+TEST_ENTRY(report_write_masking_and_explainer)
+TEST_ENTRY(report_failure_leaves_nothing)
