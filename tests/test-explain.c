@@ -250,8 +250,9 @@ static int layer_chain(ctp_explainer *e, const float *x, size_t n, int cls,
   float *K = malloc(m * sizeof *K), *ap = malloc(m * sizeof *ap);
   float *v = malloc(n * sizeof *v), *xs = malloc(n * sizeof *xs);
   ASSERT(K && ap && v && xs);
-  ASSERT_OK(ctp_explainer_run(e, x, cls, CTP_TARGET_LOGIT,
-                              CTP_MAP_BIT(CTP_MAP_SALIENCY), NULL));
+  ASSERT_OK(ctp_explainer_run(
+      e, x, cls, CTP_TARGET_LOGIT,
+      CTP_MAP_BIT(CTP_MAP_SALIENCY) | CTP_MAP_BIT(CTP_MAP_SAM), NULL));
   memcpy(K, ctp_net_dact(net, layer), m * sizeof *K);
   ASSERT_OK(ctp_explainer_map(e, CTP_MAP_SALIENCY, -1, xs));
   unit_along(v, xs, n);

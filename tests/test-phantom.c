@@ -330,7 +330,7 @@ TEST_IMPL(phantom_roi_per_phase) {
     char flags[R_COUNT + 1] = {0};
     for (int r = 0; r < R_COUNT; r++) {
       double m = median(v[ph][r], ROI_SEEDS);
-      /* The per-patient jitter (cardiac time x0.7-1.3, contrast x0.7-1.3
+      /* The per-patient jitter (bolus arrival, pace, contrast x0.55-1.45
        * and kVp, base values) spreads single patients widely; the median
        * must still sit in the table's range, with a margin of 15 HU plus
        * 15% (docs/phantom.md). */

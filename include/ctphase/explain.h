@@ -124,8 +124,9 @@ const ctp_model *ctp_explainer_model(const ctp_explainer *e);
 
 /* Explains one slice x (C,H,W) for class cls (-1: the predicted class).
  * methods is a CTP_MAP_BIT() mask of the maps that will be read: guided
- * costs a guided backward, any other method the plain backward. info may
- * be NULL. */
+ * costs a guided backward, any other method the plain backward; the
+ * layers' gradients (ctp_net_dact of the explainer's net) are computed
+ * only when Grad-CAM or SAM is asked for. info may be NULL. */
 int ctp_explainer_run(ctp_explainer *e, const float *x, int cls, int target,
                       unsigned methods, ctp_explain_info *info);
 /* Native size of a map. */

@@ -23,8 +23,9 @@
  * Phase and time. The enhancement follows a continuous time after the
  * injection t (seconds); the class label follows from t's window alone
  * (ctp_phantom_phase_of_time), while the image follows the patient's
- * physiological time, t scaled by a random cardiac-output factor (±30%)
- * and shifted slice by slice by the table travel. So neighbouring classes
+ * physiological time: t shifted by the bolus' arrival (cardiac output
+ * ±30%), stretched by the pace of the later kinetics (±15%) and advanced
+ * slice by slice by the table travel. So neighbouring classes
  * overlap in appearance, as in real scans. The windows, the kinetics table
  * and the label codes are documented in docs/phantom.md.
  *
@@ -109,8 +110,9 @@ typedef struct {
   int phase;               /* class index, from time_s's window */
   double time_s;           /* nominal time after injection (scan start);
                               -1 for noncon */
-  double effective_time_s; /* physiological time at the first slice:
-                              time_s * cardiac_scale; -1 for noncon */
+  double effective_time_s; /* physiological time at the first slice
+                              (bolus arrival and kinetic pace applied,
+                              docs/phantom.md); -1 for noncon */
   /* Acquisition. */
   int rows, columns, num_slices;
   double pixel_spacing;    /* mm, square pixels */
@@ -133,7 +135,7 @@ typedef struct {
   /* Patient. */
   double body_width_mm, body_depth_mm; /* at the kidneys' midpoint */
   double subcut_fat_mm;    /* anterior subcutaneous fat */
-  double cardiac_scale;    /* time scaling, 0.7-1.3 */
+  double cardiac_scale;    /* cardiac output factor, 0.7-1.3 */
   double contrast_scale;   /* iodine enhancement scale (dose x kVp) */
   double excretion_scale;  /* concentration of excreted contrast */
   int oral_contrast;       /* 1 when bowel loops carry oral contrast */

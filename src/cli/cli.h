@@ -29,6 +29,7 @@ int cmd_train(int argc, char **argv);
 int cmd_phantom(int argc, char **argv);
 int cmd_explain(int argc, char **argv);
 int cmd_masktest(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 int cmd_jobs(int argc, char **argv);
 int cmd_evaluate(int argc, char **argv);
 

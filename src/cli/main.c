@@ -7,9 +7,6 @@
 #include "cli/cli.h"
 #include "ctphase/error.h"
 
-/* cmd_report.c (its declaration belongs in cli.h). */
-int cmd_report(int argc, char **argv);
-
 static const char *usage =
     "usage: ctphase <command> [options]\n"
     "\n"

@@ -110,6 +110,10 @@ void copy_patient_study(DcmItem &src, DcmItem &dst);
 int save_atomic(DcmFileFormat &ff, const char *path);
 /* Throws dicom_error for a bad condition. */
 void check(bool ok, const char *cond_text, const char *what);
+/* A Decimal String value of at most 16 characters (0 for NaN/inf). */
+std::string ds(double v);
+/* s, or "" for NULL. */
+std::string str(const char *s);
 
 }  // namespace ctp_report
 #endif

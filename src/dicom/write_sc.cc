@@ -32,20 +32,9 @@
 
 using ctp_report::check;
 using ctp_report::dicom_error;
+using ctp_report::str;
 
 namespace {
-
-std::string str(const char *s) { return s ? s : ""; }
-
-std::string dec(double v) {
-  char buf[32];
-  if (!std::isfinite(v)) v = 0;
-  for (int prec = 10; prec >= 1; prec--) {
-    snprintf(buf, sizeof buf, "%.*g", prec, v);
-    if (strlen(buf) <= 16) return buf;
-  }
-  return "0";
-}
 
 void put(DcmItem &ds, const DcmTagKey &tag, const std::string &v) {
   OFCondition c = ds.putAndInsertString(tag, v.c_str());
@@ -124,8 +113,8 @@ void build(DcmDataset &ds, DcmDataset &src, const ctp__sc_desc *d) {
   put(ds, DCM_DateOfSecondaryCapture, date);
   put(ds, DCM_TimeOfSecondaryCapture, time);
   if (d->pixel_spacing[0] > 0 && d->pixel_spacing[1] > 0)
-    put(ds, DCM_PixelSpacing,
-        dec(d->pixel_spacing[0]) + "\\" + dec(d->pixel_spacing[1]));
+    put(ds, DCM_PixelSpacing, ctp_report::ds(d->pixel_spacing[0]) + "\\" +
+                                  ctp_report::ds(d->pixel_spacing[1]));
 
   /* Image Pixel. */
   put_us(ds, DCM_SamplesPerPixel, 3);

@@ -76,6 +76,18 @@ void check(bool ok, const char *cond_text, const char *what) {
   if (!ok) throw dicom_error{std::string(what) + ": " + cond_text};
 }
 
+std::string ds(double v) {
+  char buf[32];
+  if (!std::isfinite(v)) v = 0;
+  for (int prec = 10; prec >= 1; prec--) {
+    snprintf(buf, sizeof buf, "%.*g", prec, v);
+    if (strlen(buf) <= 16) return buf;
+  }
+  return "0";
+}
+
+std::string str(const char *s) { return s ? s : ""; }
+
 void load_source(const char *path, DcmFileFormat &ff) {
   OFCondition c = ff.loadFileUntilTag(path, EXS_Unknown, EGL_noChange,
                                       DCM_MaxReadLength, ERM_autoDetect,
@@ -240,6 +252,8 @@ int save_atomic(DcmFileFormat &ff, const char *path) {
 
 using ctp_report::check;
 using ctp_report::dicom_error;
+using ctp_report::ds;
+using ctp_report::str;
 
 namespace {
 
@@ -269,18 +283,6 @@ DSRCodedEntryValue phase_code(int phase) {
   return local(v, m);
 }
 
-/* A decimal string of at most 16 characters. */
-std::string ds(double v) {
-  char buf[32];
-  if (!std::isfinite(v)) v = 0;
-  for (int prec = 10; prec >= 1; prec--) {
-    snprintf(buf, sizeof buf, "%.*g", prec, v);
-    if (strlen(buf) <= 16) return buf;
-  }
-  return "0";
-}
-
-std::string str(const char *s) { return s ? s : ""; }
 
 /* Adds content items at the tree's cursor, checking every step. */
 class Tree {

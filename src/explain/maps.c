@@ -198,12 +198,16 @@ int ctp_explainer_run(ctp_explainer *e, const float *x, int cls, int target,
   in->target = target;
   float dz[CTP_NUM_CLASSES];
   target_gradient(in, dz);
-  /* Guided first: it leaves guided gradients in every dact. */
+  /* Guided first and without the layers' gradients (nothing reads guided
+   * ones); the plain pass keeps them only for Grad-CAM and SAM. */
+  unsigned layer_maps = CTP_MAP_BIT(CTP_MAP_GRADCAM) | CTP_MAP_BIT(CTP_MAP_SAM);
   if ((methods & CTP_MAP_BIT(CTP_MAP_GUIDED)) &&
-      (r = input_gradient(e, dz, CTP_BWD_GUIDED, e->guided)))
+      (r = input_gradient(e, dz, CTP_BWD_GUIDED | CTP_BWD_NO_LAYERS,
+                          e->guided)))
     return r;
   if ((methods & ~CTP_MAP_BIT(CTP_MAP_GUIDED) & CTP_MAP_ALL) &&
-      (r = input_gradient(e, dz, 0, e->sal)))
+      (r = input_gradient(e, dz, methods & layer_maps ? 0 : CTP_BWD_NO_LAYERS,
+                          e->sal)))
     return r;
   e->methods = methods & CTP_MAP_ALL;
   if (info) *info = *in;

@@ -732,7 +732,7 @@ int ctp_phantom_new(ctp_phantom **out, const ctp_phantom_opts *o) {
   in->cardiac_scale = p->cardiac;
   in->contrast_scale = p->dose;
   in->excretion_scale = p->excretion;
-  in->effective_time_s = t < 0 ? -1.0 : t * p->cardiac;
+  in->effective_time_s = kinetics_time(p, t);
   *out = p;
   return 0;
 }

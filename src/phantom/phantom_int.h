@@ -236,9 +236,17 @@ struct ctp_phantom {
   float fine_amp[T_COUNT];  /* fine texture amplitude (HU) */
   float tex_scale;          /* per-patient texture multiplier */
   float oral_hu;
-  float cardiac, dose;      /* time scale, contrast scale */
+  float cardiac;            /* cardiac output factor, 0.7-1.3 */
+  float late_scale;         /* pace of the later kinetics, 0.85-1.15 */
+  float ivc_lag;            /* s: infrarenal IVC behind the rest */
+  float dose;               /* contrast scale */
   float excretion;
 };
+
+/* Physiological time of a patient at nominal time t (s; -1 when no
+ * contrast was given): the bolus arrives 18 s x (1/cardiac - 1) late and
+ * the rest runs late_scale times as fast (kinetics.c). */
+double kinetics_time(const struct ctp_phantom *p, double t);
 
 /* ---- anatomy.c --------------------------------------------------------- */
 
