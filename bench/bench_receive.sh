@@ -12,6 +12,14 @@
 #    and the ratio ctphased / storescp (target: >= 0.9). Each push starts
 #    after a sync (see push below). The disk and the 2 cores may be shared:
 #    run it a few times and compare ratios from the same run only.
+#    Then the durability floor on the same disk (bench/bench_durable.c):
+#    for the same files, one at a time, the mean ms per instance of
+#    (a) ctphased's sequence (new file, fsync, rename, folder fsync) and
+#    (b) a write into a preallocated, fsynced journal file with one
+#    fdatasync; and the best receive-throughput ratio a receiver doing
+#    storescp's work plus (a), or plus (b), could reach on one
+#    association: t_storescp / (t_storescp + t_a) (and t_b), next to the
+#    measured ctphased/storescp ratio.
 # 2. Latency. A 100-slice series is pushed to a fresh ctphased; prints the
 #    time from the last instance's response to its job's end, minus
 #    stable_seconds (what the service adds beyond the wait it is told to do),
@@ -26,6 +34,7 @@ ROOT=$PWD
 BUILD=$(cd "${1:-build}" && pwd)
 NFILES=${2:-300}
 CTPHASED=$BUILD/src/service/ctphased
+DURABLE=$BUILD/bench/bench_durable
 MODEL=${CTPHASE_MODEL:-$ROOT/tests/reference/fixtures/b2_64_c1/model.safetensors}
 HCC=$ROOT/../shared/data/real-ct/hcc002-arterial-and-portal-venous
 PY=/usr/bin/python3
@@ -33,6 +42,7 @@ STABLE=2
 export TCP_NODELAY=1
 
 [ -x "$CTPHASED" ] || { echo "no $CTPHASED: build first"; exit 1; }
+[ -x "$DURABLE" ] || { echo "no $DURABLE: build first"; exit 1; }
 command -v storescp >/dev/null || { echo "storescp (dcmtk) is missing"; exit 1; }
 
 WORK=$(mktemp -d /tmp/bench-receive-XXXXXX)
@@ -138,6 +148,23 @@ for key in scp1 ct1 scp4 ct4; do
 done
 printf '\nreceive-throughput ratio ctphased/storescp: %.2f (1 association), %.2f (4 at once); target >= 0.9\n' \
   "$(echo "${T[scp1]} / ${T[ct1]}" | bc -l)" "$(echo "${T[scp4]} / ${T[ct4]}" | bc -l)"
+
+# --- 1b. the durability floor ---------------------------------------------
+# bench_durable syncs before each of its passes, like push.
+DUR=$("$DURABLE" "$WORK/durable" "${FILES[@]}")
+T_A=$(echo "$DUR" | awk '$1 == "rename:" {print $2}')
+T_B=$(echo "$DUR" | awk '$1 == "journal:" {print $2}')
+M_A=$(echo "$DUR" | awk '$1 == "rename:" {print $5}')
+M_B=$(echo "$DUR" | awk '$1 == "journal:" {print $5}')
+T_SCP=$(echo "${T[scp1]} * 1000 / ${#FILES[@]}" | bc -l)
+rm -rf "$WORK/durable"
+printf '\ndurability floor on this disk (%d instances, one at a time, no network):\n' "${#FILES[@]}"
+printf '  storescp, 1 storescu:                              %7.3f ms/instance (no flush)\n' "$T_SCP"
+printf '  a. new file + fsync + rename + folder fsync:       %7.3f ms/instance (median %s ms; ctphased'"'"'s sequence)\n' "$T_A" "$M_A"
+printf '  b. preallocated fsynced journal + one fdatasync:   %7.3f ms/instance (median %s ms)\n' "$T_B" "$M_B"
+printf 'best ratio on 1 association, t_storescp/(t_storescp + t): %.2f with a, %.2f with b; measured ctphased/storescp: %.2f\n' \
+  "$(echo "$T_SCP / ($T_SCP + $T_A)" | bc -l)" "$(echo "$T_SCP / ($T_SCP + $T_B)" | bc -l)" \
+  "$(echo "${T[scp1]} / ${T[ct1]}" | bc -l)"
 
 # --- 2. latency -----------------------------------------------------------
 start_ctphased "$WORK/lat" $STABLE

@@ -263,8 +263,9 @@ class RawAssociation:
     """A minimal Storage SCU: A-ASSOCIATE, C-STORE with any dataset bytes,
     A-RELEASE. Enough to send what a broken modality might send."""
 
-    def __init__(self, port, called="CTPHASE", calling="RAWSCU", sop_class=CT_IMAGE):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    def __init__(self, port, called="CTPHASE", calling="RAWSCU", sop_class=CT_IMAGE,
+                 host="127.0.0.1"):
+        self.s = socket.create_connection((host, port), timeout=30)
         pc = bytes([1, 0, 0, 0]) + _item(0x30, sop_class.encode()) + \
             _item(0x40, EXPLICIT_LE.encode())
         user = _item(0x51, struct.pack(">I", 16384)) + _item(0x52, b"1.2.826.0.1.3680043.9.1")
@@ -401,6 +402,86 @@ def echo_and_association_policy(tmp):
         rej = d.events(name="assoc_rejected")
         assert {e["reason"] for e in rej} == {"called-ae", "calling-ae", "peer"}, rej
         assert all(e["peer"] == "127.0.0.1" for e in rej)
+    finally:
+        assert d.stop() == 0
+
+
+def _ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as t:
+            t.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@check
+def ipv6_listener_and_allowlist(tmp):
+    if not _ipv6_loopback():
+        raise Skip("no IPv6 loopback (::1) on this machine")
+    # --check-config takes IPv6 addresses and blocks, and refuses a prefix
+    # where an address is needed.
+    cfg = os.path.join(tmp, "c.json")
+    for ok, body in ((True, {"bind_address": "::1", "allowed_peers": ["fd00::/8", "::1"]}),
+                     (False, {"bind_address": "::1/128"}),
+                     (False, {"allowed_peers": ["fd00::/129"]})):
+        json.dump(body, open(cfg, "w"))
+        p = subprocess.run([CTPHASED, "--check-config", "--config", cfg, "--set",
+                            f"model={MODEL}"], capture_output=True, text=True)
+        assert (p.returncode == 0) == ok, (body, p.returncode, p.stderr)
+    # A listener on ::1 stores over IPv6 and names the peer ::1.
+    d = Daemon(tmp, "v6", config={"bind_address": "::1", "allowed_peers": ["::1"]}).start()
+    try:
+        assert d.wait_event("scp_listening")["address"] == "::1"
+        ds = pydicom.dcmread(make_series(os.path.join(tmp, "s"), 1, size=32)[0])
+        raw = RawAssociation(d.port, host="::1")
+        assert raw.accepted, raw.reject
+        assert raw.store(ds.SOPInstanceUID, dataset_bytes(ds)) == 0
+        raw.release()
+        assert [e["peer"] for e in d.events(name="assoc_open")] == ["::1"]
+        assert d.query("SELECT count(*) AS n FROM instances")[0]["n"] == 1
+        # Not reachable over IPv4.
+        assert echoscu(d.port)[0] != 0
+    finally:
+        assert d.stop() == 0
+    # "::" takes both families; IPv4 peers arrive IPv4-mapped, are logged
+    # as IPv4 and match IPv4 entries only.
+    d = Daemon(tmp, "dual", config={"bind_address": "::", "allowed_peers": ["127.0.0.0/8"]})
+    d.start()
+    try:
+        rc, out = echoscu(d.port)
+        assert rc == 0, out
+        raw = RawAssociation(d.port, host="::1")
+        assert not raw.accepted
+        d.write_config({"bind_address": "::", "allowed_peers": ["::1"]})
+        offset = os.path.getsize(d.log)
+        d.signal(signal.SIGHUP)
+        d.wait_event("config_reloaded", offset=offset)
+        rc, out = echoscu(d.port)
+        assert rc != 0 and "Rejected Permanent" in out, out
+        raw = RawAssociation(d.port, host="::1")
+        assert raw.accepted, raw.reject
+        raw.release()
+        assert [e["peer"] for e in d.events(name="assoc_open")] == ["127.0.0.1", "::1"]
+        assert sorted(e["peer"] for e in d.events(name="assoc_rejected")) == \
+            ["127.0.0.1", "::1"]
+    finally:
+        assert d.stop() == 0
+
+
+@check
+def folder_removed_behind_our_back_is_made_again(tmp):
+    d = Daemon(tmp).start()
+    try:
+        files = make_series(os.path.join(tmp, "s"), 2, size=32)
+        assert successes(storescu(d.port, files[:1])[1]) == 1
+        study = pydicom.dcmread(files[0]).StudyInstanceUID
+        shutil.rmtree(os.path.join(d.data, "instances", study))
+        assert successes(storescu(d.port, files[1:])[1]) == 1
+        assert len(d.events(name="store_folder_missing")) == 1
+        sop = pydicom.dcmread(files[1]).SOPInstanceUID
+        path = d.query("SELECT path FROM instances WHERE sop_instance_uid = ?", sop)[0]["path"]
+        assert os.path.exists(os.path.join(d.data, path))
     finally:
         assert d.stop() == 0
 
@@ -814,6 +895,16 @@ def retention_removes_files_keeps_records(tmp):
         assert not any(os.path.exists(os.path.join(d.data, r["path"])) for r in rows)
         assert d.query("SELECT files_removed FROM series")[0]["files_removed"] == 1
         assert d.query("SELECT state FROM jobs")[0]["state"] == "done"
+        # The emptied series and study folders are gone too.
+        assert os.listdir(os.path.join(d.data, "instances")) == []
+        assert d.events(name="retention_removed")[0]["folders"] == 1
+        # Sent again: stored again, into folders made again (the durable-
+        # folder table forgot them), with no retry or failure.
+        offset = os.path.getsize(d.log)
+        assert successes(storescu(d.port, files)[1]) == 4
+        assert len(d.events(offset, name="instance_stored")) == 4
+        assert not d.events(offset, name="store_folder_missing")
+        assert not d.events(offset, name="store_failed")
     finally:
         assert d.stop() == 0
 

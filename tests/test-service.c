@@ -114,6 +114,13 @@ TEST_IMPL(config_validate_checks_addresses_and_titles) {
       {"admin_bind", "\"1.2.3.999\""},
       {"allowed_peers", "[\"10.0.0.0/33\"]"},
       {"allowed_peers", "[\"example.org\"]"},
+      {"allowed_peers", "[\"::1/129\"]"},
+      {"allowed_peers", "[\"fd00::/+8\"]"},
+      {"allowed_peers", "[\"fe80::1%eth0\"]"},
+      {"allowed_peers", "[\"1:2:3:4:5:6:7:8:9\"]"},
+      {"allowed_peers", "[\"10.0.0.0/\"]"},
+      {"bind_address", "\"::1/128\""},
+      {"bind_address", "\"[::1]\""},
       {"allowed_calling_ae", "[\"A\\\\B\"]"},
       {"ae_title", "\"    \""},
       {"sop_classes", "[\"1.2..3\"]"},
@@ -143,6 +150,56 @@ TEST_IMPL(config_addr_match) {
   ASSERT(!config_addr_match("192.168.1.0/24", "192.168.2.1"));
   ASSERT(!config_addr_match("10.0.0.0/8", "::1"));
   ASSERT(!config_addr_match("garbage", "10.0.0.1"));
+  /* IPv6 addresses and blocks. */
+  ASSERT(config_addr_match("::1", "::1"));
+  ASSERT(config_addr_match("::1/128", "0:0:0:0:0:0:0:1"));
+  ASSERT(!config_addr_match("::1", "::2"));
+  ASSERT(config_addr_match("fd00::/8", "fd12:3456::7"));
+  ASSERT(!config_addr_match("fd00::/8", "fe80::1"));
+  ASSERT(config_addr_match("2001:db8::/32", "2001:db8:ffff::1"));
+  ASSERT(!config_addr_match("2001:db8::/32", "2001:db9::1"));
+  ASSERT(config_addr_match("2001:db8:1200::/39", "2001:db8:13ff::1")); /* mid-byte */
+  ASSERT(!config_addr_match("2001:db8:1200::/39", "2001:db8:1400::1"));
+  ASSERT(config_addr_match("::/0", "2a00::1"));
+  ASSERT(config_addr_match("::/0", "10.1.2.3"));
+  ASSERT(!config_addr_match("::1", "127.0.0.1"));
+  ASSERT(!config_addr_match("fd00::/8", "10.1.2.3"));
+  /* An IPv4 peer on an IPv6 socket (IPv4-mapped) is the IPv4 address, both
+   * ways round; an IPv4 /0 is every IPv4 peer, and no IPv6 one. */
+  ASSERT(config_addr_match("10.0.0.0/8", "::ffff:10.1.2.3"));
+  ASSERT(config_addr_match("10.1.2.3", "::FFFF:10.1.2.3"));
+  ASSERT(!config_addr_match("10.0.0.0/8", "::ffff:11.1.2.3"));
+  ASSERT(config_addr_match("::ffff:10.0.0.0/104", "10.200.0.1"));
+  ASSERT(config_addr_match("0.0.0.0/0", "::ffff:8.8.8.8"));
+  ASSERT(!config_addr_match("0.0.0.0/0", "2a00::1"));
+  /* Invalid patterns and peers never match. */
+  ASSERT(!config_addr_match("::1/129", "::1"));
+  ASSERT(!config_addr_match("10.0.0.0/33", "10.0.0.1"));
+  ASSERT(!config_addr_match("fd00::/", "fd00::1"));
+  ASSERT(!config_addr_match("fd00::/x", "fd00::1"));
+  ASSERT(!config_addr_match(":::1", "::1"));
+  ASSERT(!config_addr_match("::1", "::1/128")); /* a peer has no prefix */
+  ASSERT(!config_addr_match("::1", "unknown"));
+  return 0;
+}
+
+/* IPv6 entries pass validation like IPv4 ones. */
+TEST_IMPL(config_accepts_ipv6_addresses) {
+  svc_config c;
+  ASSERT_OK(config_init(&c));
+  ASSERT_OK(config_merge_json(&c,
+                              "{\"bind_address\": \"::\", \"allowed_peers\": "
+                              "[\"::1\", \"fd00::/8\", \"10.0.0.0/8\", "
+                              "\"::ffff:192.168.0.0/112\"]}",
+                              "t"));
+  ASSERT_OK(config_validate(&c));
+  ASSERT_OK(config_set(&c, "bind_address", "fd00::2"));
+  ASSERT_OK(config_validate(&c));
+  ASSERT_OK(config_set(&c, "bind_address", "1234:5678:9abc:def0:1234:5678:9abc:def0"));
+  ASSERT_OK(config_validate(&c));
+  ASSERT_OK(config_set(&c, "bind_address", "127.0.0.1"));
+  ASSERT_OK(config_validate(&c));
+  config_free(&c);
   return 0;
 }
 

@@ -126,7 +126,8 @@ typedef struct {
 } ctp_scp_callbacks;
 
 typedef struct {
-  const char *bind_address;  /* IPv4 address; NULL or "0.0.0.0": all */
+  const char *bind_address;  /* IPv4 or IPv6 address; NULL or "0.0.0.0": all
+                              * IPv4; "::": all, IPv4 peers included */
   int port;                  /* 0: any free port (see ctp_scp_port) */
   const char *ae_title;      /* our AE title; the called AE must match */
   int max_associations;      /* served at once; more are rejected */

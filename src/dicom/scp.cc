@@ -5,7 +5,9 @@
  * and threads of the network side:
  *
  * Listener. One thread polls the listening socket (which we bind
- * ourselves, so that the bind address and port 0 work) and a wake-up
+ * ourselves, so that the bind address, port 0 and IPv6 work: DCMTK 3.6.7
+ * has no IPv6 listener of its own, but only ever reads and writes the
+ * accepted sockets we hand it, which works for either family) and a wake-up
  * pipe. Every accepted connection gets a detached thread; at most
  * max_associations serve at once, and a few more threads may exist only to
  * answer A-ASSOCIATE-RJ ("local limit exceeded") to the excess. Beyond
@@ -656,13 +658,20 @@ void peer_name(int fd, ctp_scp_assoc *a) {
     inet_ntop(AF_INET, &in->sin_addr, a->peer, sizeof a->peer);
     a->peer_port = ntohs(in->sin_port);
   } else if (ss.ss_family == AF_INET6) {
+    /* An IPv4 peer of a dual-stack listener is named as IPv4. */
     struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-    inet_ntop(AF_INET6, &in6->sin6_addr, a->peer, sizeof a->peer);
+    if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+      inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], a->peer, sizeof a->peer);
+    else
+      inet_ntop(AF_INET6, &in6->sin6_addr, a->peer, sizeof a->peer);
     a->peer_port = ntohs(in6->sin6_port);
   }
 }
 
-/* Hands the socket to DCMTK and reads the A-ASSOCIATE-RQ. */
+/* Hands the socket to DCMTK and reads the A-ASSOCIATE-RQ. DCMTK 3.6.7
+ * takes the peer's address for its own records from a struct sockaddr
+ * read as IPv4, so for an IPv6 peer its callingPresentationAddress is
+ * meaningless; we never use it (peer_name() names the peer). */
 OFCondition receive_association(ctp_scp *s, int fd, T_ASC_Association **assoc) {
   std::lock_guard<std::mutex> lk(g_accept_mutex);
   dcmExternalSocketHandle.set(fd);
@@ -819,28 +828,44 @@ void *listener_thread(void *arg) {
   return nullptr;
 }
 
+/* Binds and listens on an IPv4 or IPv6 address. DCMTK never sees the
+ * listening socket, only accepted ones (see receive_association), so the
+ * family is ours to choose. "::" is made dual-stack explicitly (IPv4 peers
+ * arrive as ::ffff:a.b.c.d), whatever net.ipv6.bindv6only says. */
 int bind_listener(ctp_scp *s) {
-  struct sockaddr_in sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons((uint16_t)s->port);
+  struct sockaddr_storage ss;
+  socklen_t salen;
+  memset(&ss, 0, sizeof ss);
   const char *addr = s->bind_address.empty() ? "0.0.0.0" : s->bind_address.c_str();
-  if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
-    return ctp_seterr(CTP_EINVAL, "bind address '%s' is not an IPv4 address",
+  struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+  struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+  if (inet_pton(AF_INET, addr, &in4->sin_addr) == 1) {
+    in4->sin_family = AF_INET;
+    in4->sin_port = htons((uint16_t)s->port);
+    salen = sizeof *in4;
+  } else if (inet_pton(AF_INET6, addr, &in6->sin6_addr) == 1) {
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons((uint16_t)s->port);
+    salen = sizeof *in6;
+  } else {
+    return ctp_seterr(CTP_EINVAL, "bind address '%s' is not an IPv4 or IPv6 address",
                       addr);
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  }
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return ctp_seterr(CTP_ENET, "socket: %s", strerror(errno));
-  int one = 1;
+  int one = 1, zero = 0;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 64) != 0) {
+  if (ss.ss_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr))
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+  if (bind(fd, (struct sockaddr *)&ss, salen) != 0 || listen(fd, 64) != 0) {
     int e = errno;
     close(fd);
-    return ctp_seterr(CTP_ENET, "cannot listen on %s:%d: %s", addr, s->port,
+    return ctp_seterr(CTP_ENET, "cannot listen on %s port %d: %s", addr, s->port,
                       strerror(e));
   }
-  socklen_t len = sizeof sa;
-  getsockname(fd, (struct sockaddr *)&sa, &len);
-  s->port = ntohs(sa.sin_port);
+  socklen_t len = sizeof ss;
+  getsockname(fd, (struct sockaddr *)&ss, &len);
+  s->port = ntohs(ss.ss_family == AF_INET6 ? in6->sin6_port : in4->sin_port);
   s->listen_fd = fd;
   return 0;
 }

@@ -20,6 +20,7 @@
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,14 +38,14 @@ const cfg_entry svc_config_table[] = {
     /* DICOM */
     {"ae_title", CFG_STRING, OFF(ae_title), 1, 16, "\"CTPHASE\"", NULL, 0,
      "Our AE title; associations calling another AE title are rejected."},
-    {"bind_address", CFG_STRING, OFF(bind_address), 7, 15, "\"0.0.0.0\"", NULL, 0,
-     "IPv4 address the DICOM port listens on (0.0.0.0: all interfaces)."},
+    {"bind_address", CFG_STRING, OFF(bind_address), 2, 45, "\"0.0.0.0\"", NULL, 0,
+     "IPv4 or IPv6 address the DICOM port listens on (0.0.0.0: all IPv4 interfaces; \"::\": all interfaces, IPv4 peers included)."},
     {"port", CFG_INT, OFF(port), 0, 65535, "11112", NULL, 0,
      "DICOM port (0: any free port, logged in the scp_listening event)."},
     {"allowed_calling_ae", CFG_STRLIST, OFF(allowed_calling_ae), 0, 1024, "[]", NULL, 1,
      "Calling AE titles allowed to associate; empty: any."},
     {"allowed_peers", CFG_STRLIST, OFF(allowed_peers), 0, 1024, "[]", NULL, 1,
-     "Peer IPv4 addresses or CIDR blocks (10.0.0.0/8) allowed to associate; empty: any."},
+     "Peer IPv4 or IPv6 addresses or CIDR blocks (10.0.0.0/8, fd00::/8) allowed to associate; an IPv4 peer reaching an IPv6 listener (::ffff:10.1.2.3) matches IPv4 entries; empty: any."},
     {"max_associations", CFG_INT, OFF(max_associations), 1, 256, "8", NULL, 0,
      "Associations served at once; more are rejected (local limit exceeded)."},
     {"acse_timeout", CFG_INT, OFF(acse_timeout), 1, 600, "30", NULL, 0,
@@ -348,33 +349,55 @@ static int ipv4_ok(const char *s) {
   return inet_pton(AF_INET, s, &a) == 1;
 }
 
-/* An allowlist entry: an IPv4 address, optionally /bits. */
-static int cidr_parse(const char *s, uint32_t *net, int *bits) {
-  char addr[32];
+static int ip_ok(const char *s) {
+  struct in6_addr a;
+  return ipv4_ok(s) || inet_pton(AF_INET6, s, &a) == 1;
+}
+
+/* An address or allowlist entry as 16 bytes and a prefix length: IPv6 as
+ * it is, IPv4 as its IPv4-mapped IPv6 form (::ffff:a.b.c.d, prefix + 96),
+ * so that an IPv4 entry matches an IPv4 peer seen on an IPv6 socket and
+ * the other way round. "/bits" only where with_bits. */
+static int cidr_parse(const char *s, int with_bits, unsigned char ip[16], int *bits) {
+  char addr[64];
   const char *slash = strchr(s, '/');
   size_t n = slash ? (size_t)(slash - s) : strlen(s);
-  if (n >= sizeof addr) return -1;
+  if (n >= sizeof addr || (slash && !with_bits)) return -1;
   memcpy(addr, s, n);
   addr[n] = 0;
-  struct in_addr a;
-  if (inet_pton(AF_INET, addr, &a) != 1) return -1;
-  *bits = 32;
+  int max;
+  struct in_addr a4;
+  if (inet_pton(AF_INET, addr, &a4) == 1) {
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    memcpy(ip, mapped, 12);
+    memcpy(ip + 12, &a4, 4);
+    max = 32;
+  } else if (inet_pton(AF_INET6, addr, ip) == 1) {
+    max = 128;
+  } else {
+    return -1;
+  }
+  long b = max;
   if (slash) {
     char *end;
-    long b = strtol(slash + 1, &end, 10);
-    if (*end || end == slash + 1 || b < 0 || b > 32) return -1;
-    *bits = (int)b;
+    b = strtol(slash + 1, &end, 10);
+    if (*end || end == slash + 1 || !isdigit((unsigned char)slash[1]) || b < 0 ||
+        b > max)
+      return -1;
   }
-  *net = ntohl(a.s_addr);
+  *bits = (int)b + (128 - max);
   return 0;
 }
 
 int config_addr_match(const char *pattern, const char *addr) {
-  uint32_t net, ip;
+  unsigned char net[16], ip[16];
   int bits, ibits;
-  if (cidr_parse(pattern, &net, &bits) || cidr_parse(addr, &ip, &ibits)) return 0;
-  uint32_t mask = bits == 0 ? 0 : 0xffffffffu << (32 - bits);
-  return (net & mask) == (ip & mask);
+  if (cidr_parse(pattern, 1, net, &bits) || cidr_parse(addr, 0, ip, &ibits)) return 0;
+  int whole = bits / 8, rest = bits % 8;
+  if (memcmp(net, ip, (size_t)whole) != 0) return 0;
+  if (rest == 0) return 1;
+  unsigned char mask = (unsigned char)(0xff << (8 - rest));
+  return (net[whole] & mask) == (ip[whole] & mask);
 }
 
 int config_list_has(const cfg_strlist *l, const char *s) {
@@ -396,8 +419,8 @@ int config_validate(const svc_config *cfg) {
   if (!ae_ok(cfg->ae_title))
     return ctp_seterr(CTP_EINVAL, "ae_title \"%s\": printable ASCII, no backslash",
                       cfg->ae_title);
-  if (!ipv4_ok(cfg->bind_address))
-    return ctp_seterr(CTP_EINVAL, "bind_address \"%s\" is not an IPv4 address",
+  if (!ip_ok(cfg->bind_address))
+    return ctp_seterr(CTP_EINVAL, "bind_address \"%s\" is not an IPv4 or IPv6 address",
                       cfg->bind_address);
   if (!ipv4_ok(cfg->admin_bind))
     return ctp_seterr(CTP_EINVAL, "admin_bind \"%s\" is not an IPv4 address",
@@ -407,11 +430,12 @@ int config_validate(const svc_config *cfg) {
       return ctp_seterr(CTP_EINVAL, "allowed_calling_ae: \"%s\" is not an AE title",
                         cfg->allowed_calling_ae.v[i]);
   for (int i = 0; i < cfg->allowed_peers.n; i++) {
-    uint32_t net;
+    unsigned char net[16];
     int bits;
-    if (cidr_parse(cfg->allowed_peers.v[i], &net, &bits))
+    if (cidr_parse(cfg->allowed_peers.v[i], 1, net, &bits))
       return ctp_seterr(CTP_EINVAL,
-                        "allowed_peers: \"%s\" is not an IPv4 address or CIDR block",
+                        "allowed_peers: \"%s\" is not an IPv4 or IPv6 address or "
+                        "CIDR block",
                         cfg->allowed_peers.v[i]);
   }
   for (int i = 0; i < cfg->sop_classes.n; i++)

@@ -125,8 +125,10 @@ void config_keep_static(svc_config *dst, const svc_config *src, char *changed,
 
 /* Helpers for the policy the SCP applies. */
 int config_list_has(const cfg_strlist *l, const char *s);
-/* Whether an IPv4 address matches an allowlist entry ("10.1.2.3" or
- * "10.0.0.0/8"). */
+/* Whether a peer address (IPv4 or IPv6, no prefix) matches an allowlist
+ * entry: an address or CIDR block of either family ("10.1.2.3",
+ * "10.0.0.0/8", "::1", "fd00::/8"). IPv4 and IPv4-mapped IPv6
+ * (::ffff:10.1.2.3) are the same address here, both ways. */
 int config_addr_match(const char *pattern, const char *addr);
 
 #endif

@@ -208,6 +208,13 @@ static int data_dir_open(svc *s) {
   snprintf(path, sizeof path, "%s/instances", s->data_dir);
   if (mkdir_p(s->data_dir) || mkdir_p(s->tmp_dir) || mkdir_p(path))
     return ctp_seterr(CTP_EIO, "cannot create %s: %s", s->data_dir, strerror(errno));
+  /* instances/ (and the data dir, if new) must be durable before any
+   * file in them is acknowledged; receive.c fsyncs from instances/ down.
+   * The data dir's parent is best effort (it may not be ours to open). */
+  if (receive_fsync_dir(s->data_dir) != 0)
+    return ctp_seterr(CTP_EIO, "cannot fsync %s: %s", s->data_dir, strerror(errno));
+  snprintf(path, sizeof path, "%s/..", s->data_dir);
+  receive_fsync_dir(path);
   snprintf(path, sizeof path, "%s/ctphased.lock", s->data_dir);
   s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
   if (s->lock_fd < 0 || flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0)
@@ -590,6 +597,7 @@ int main(int argc, char **argv) {
   s.noverrides = o.noverrides;
   s.lock_fd = -1;
   pthread_mutex_init(&s.pred_mu, NULL);
+  receive_dirs_init(&s);
   snprintf(s.data_dir, sizeof s.data_dir, "%s", cfg->data_dir);
   s.model_path = model_path(cfg);
   if (o.check) {

@@ -15,8 +15,13 @@
  *   1. the study, series and SOP instance UIDs must be valid UIDs (digits
  *      and dots, at most 64 characters): they are the only things a path
  *      is built from — never other tag text;
- *   2. instances/STUDY/SERIES/ is created, each new folder's parent
- *      fsynced;
+ *   2. instances/STUDY/SERIES/ is created, and the parent of each of
+ *      the two folders fsynced — also when mkdir finds the folder there
+ *      already, unless this process has fsynced that parent before (the
+ *      durable-folder table, service.h): a racing association may have
+ *      created it and not yet fsynced, or a crashed predecessor may have
+ *      left it only in the page cache. A known series folder costs one
+ *      table lookup;
  *   3. the file is renamed to SOP.dcm there and the folder fsynced;
  *   4. the instance row (and its series) is committed, in a group commit
  *      with the other associations' rows and without a WAL fsync of its
@@ -45,6 +50,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,31 +84,103 @@ int receive_free_bytes(const char *path, uint64_t *free_bytes) {
   return 0;
 }
 
-static int fsync_dir(const char *dir) {
+int receive_fsync_dir(const char *dir) {
   int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return -1;
   int rc = fsync(fd);
+  int e = errno;
   close(fd);
+  errno = e;
   return rc;
 }
 
-/* mkdir that makes the new entry durable (fsync of the parent). */
-static int mkdir_durable(const char *dir, const char *parent) {
-  if (mkdir(dir, 0750) == 0) return fsync_dir(parent);
-  return errno == EEXIST ? 0 : -1;
+/* ------------------------------------------------------------------ */
+/* Durable folders                                                      */
+/* ------------------------------------------------------------------ */
+
+void receive_dirs_init(svc *s) {
+  pthread_rwlockattr_t a;
+  pthread_rwlockattr_init(&a);
+  /* Retention's rmdir must not wait behind a stream of stores. */
+  pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init(&s->dirs.lock, &a);
+  pthread_rwlockattr_destroy(&a);
+  pthread_mutex_init(&s->dirs.mu, NULL);
 }
 
-/* Creates data_dir/instances/STUDY/SERIES for rel (a path to a file). */
-static int make_dirs(const char *data_dir, const char *rel) {
-  char a[1400], b[1400];
-  const char *study_end = strchr(rel + strlen("instances/"), '/');
-  const char *series_end = strrchr(rel, '/');
-  snprintf(b, sizeof b, "%s/instances", data_dir);
-  snprintf(a, sizeof a, "%s/%.*s", data_dir, (int)(study_end - rel), rel);
-  if (mkdir_durable(a, b) != 0) return -1;
-  snprintf(b, sizeof b, "%s", a);
-  snprintf(a, sizeof a, "%s/%.*s", data_dir, (int)(series_end - rel), rel);
-  return mkdir_durable(a, b);
+static char *dirs_slot(svc *s, const char *key) {
+  uint32_t h = 2166136261u; /* FNV-1a */
+  for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+    h = (h ^ *p) * 16777619u;
+  return s->dirs.key[h % SVC_DIRS_SLOTS];
+}
+
+static int dirs_known(svc *s, const char *key) {
+  pthread_mutex_lock(&s->dirs.mu);
+  int known = strcmp(dirs_slot(s, key), key) == 0;
+  pthread_mutex_unlock(&s->dirs.mu);
+  return known;
+}
+
+static void dirs_set(svc *s, const char *key, int durable) {
+  pthread_mutex_lock(&s->dirs.mu);
+  char *slot = dirs_slot(s, key);
+  if (durable) snprintf(slot, SVC_DIR_KEY, "%s", key);
+  else if (strcmp(slot, key) == 0) slot[0] = 0;
+  pthread_mutex_unlock(&s->dirs.mu);
+}
+
+int receive_rmdir(svc *s, const char *key) {
+  char dir[1400];
+  snprintf(dir, sizeof dir, "%s/instances/%s", s->data_dir, key);
+  pthread_rwlock_wrlock(&s->dirs.lock);
+  int rc = rmdir(dir);
+  int e = errno;
+  if (rc == 0) dirs_set(s, key, 0);
+  pthread_rwlock_unlock(&s->dirs.lock);
+  errno = e;
+  return rc;
+}
+
+/* Makes data_dir/instances/key exist with its entry durable in parent.
+ * The parent is fsynced also when the folder was there already: another
+ * association may have created it and not yet fsynced its parent, or a
+ * crashed predecessor may have left it only in the page cache. */
+static int dir_make_durable(svc *s, const char *key, const char *parent) {
+  if (dirs_known(s, key)) return 0;
+  char dir[1400];
+  snprintf(dir, sizeof dir, "%s/instances/%s", s->data_dir, key);
+  if (mkdir(dir, 0750) != 0 && errno != EEXIST) return -1;
+  if (receive_fsync_dir(parent) != 0) return -1;
+  dirs_set(s, key, 1);
+  return 0;
+}
+
+/* Makes instances/STUDY/SERIES of rel (instances/STUDY/SERIES/SOP.dcm)
+ * exist, durably. The caller holds s->dirs.lock for reading. A series
+ * already in the table costs one lookup. */
+static int make_dirs(svc *s, const char *rel) {
+  const char *key = rel + strlen("instances/");
+  const char *study_end = strchr(key, '/'), *series_end = strrchr(key, '/');
+  char study[SVC_DIR_KEY], series[SVC_DIR_KEY], parent[1400];
+  snprintf(study, sizeof study, "%.*s", (int)(study_end - key), key);
+  snprintf(series, sizeof series, "%.*s", (int)(series_end - key), key);
+  if (dirs_known(s, series)) return 0;
+  snprintf(parent, sizeof parent, "%s/instances", s->data_dir);
+  if (dir_make_durable(s, study, parent) != 0) return -1;
+  snprintf(parent, sizeof parent, "%s/instances/%s", s->data_dir, study);
+  return dir_make_durable(s, series, parent);
+}
+
+/* Forgets the folders of rel, after a rename found them missing (removed
+ * behind our back). */
+static void dirs_forget(svc *s, const char *rel) {
+  const char *key = rel + strlen("instances/");
+  char k[SVC_DIR_KEY];
+  snprintf(k, sizeof k, "%.*s", (int)(strrchr(key, '/') - key), key);
+  dirs_set(s, k, 0);
+  snprintf(k, sizeof k, "%.*s", (int)(strchr(key, '/') - key), key);
+  dirs_set(s, k, 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -222,6 +300,37 @@ static int injected(void) {
   return 1;
 }
 
+/* Makes the folders of rel and renames the temporary file to abs: 0, or
+ * -1 with errno and *step set. Holds s->dirs.lock for reading throughout,
+ * so that retention cannot remove a folder between its lookup and the
+ * rename (after the rename the folder is not empty). */
+static int place(svc *s, const ctp_scp_instance *in, const char *rel, const char *abs,
+                 const char **step) {
+  pthread_rwlock_rdlock(&s->dirs.lock);
+  *step = "mkdir";
+  int rc = injected() || make_dirs(s, rel) != 0 ? -1 : 0;
+  if (rc == 0) {
+    *step = "rename";
+    rc = injected() ? -1 : rename(in->tmp_path, abs);
+    if (rc != 0 && errno == ENOENT && access(in->tmp_path, F_OK) == 0) {
+      /* A folder was removed by someone else: make it again, once. */
+      LOG(LOG_WARN, "store_folder_missing", LF_INT("assoc", in->assoc->id),
+          LF_STR("path", rel), LF_STR("why", "removed outside ctphased; made again"));
+      dirs_forget(s, rel);
+      *step = "mkdir";
+      rc = make_dirs(s, rel);
+      if (rc == 0) {
+        *step = "rename";
+        rc = rename(in->tmp_path, abs);
+      }
+    }
+  }
+  int e = errno;
+  pthread_rwlock_unlock(&s->dirs.lock);
+  errno = e;
+  return rc;
+}
+
 /* Moves the file into place and commits its row: 0, or -1 (logged). */
 static int keep(svc *s, const ctp_scp_instance *in, const char *rel, int *added) {
   char abs[2048], dir[2048];
@@ -229,11 +338,9 @@ static int keep(svc *s, const ctp_scp_instance *in, const char *rel, int *added)
   snprintf(dir, sizeof dir, "%s", abs);
   *strrchr(dir, '/') = 0;
   const char *step = "mkdir";
-  if (injected() || make_dirs(s->data_dir, rel) != 0) goto fail;
-  step = "rename";
-  if (injected() || rename(in->tmp_path, abs) != 0) goto fail;
+  if (place(s, in, rel, abs, &step) != 0) goto fail;
   step = "fsync";
-  if (injected() || fsync_dir(dir) != 0) {
+  if (injected() || receive_fsync_dir(dir) != 0) {
     int e = errno;
     unlink_unknown(s, abs, in->sop_instance_uid);
     errno = e;

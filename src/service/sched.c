@@ -10,6 +10,9 @@
  *                     old (persisted time, so a restart resumes the
  *                     countdown), claim as many queued jobs as workers are
  *                     free, remove the files of series past retention
+ *                     (each folder fsynced once after its unlinks, empty
+ *                     series and study folders removed and their parents
+ *                     fsynced, before the rows say "removed")
  *   loop: tick_after  queue each claimed job (uv_queue_work(job_work));
  *                     re-arm the timer for the next series due, at most
  *                     one second away
@@ -22,6 +25,7 @@
  * tick, an HTTP request and the sender's pass (send.c) always find one.
  */
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +38,7 @@
 #define TICK_MAX_S 1.0
 #define TICK_MIN_S 0.01
 #define RETENTION_EVERY_S 60.0
+#define RETENTION_FOLDERS 16 /* folders handled per batch */
 
 typedef struct {
   uv_work_t req;
@@ -47,36 +52,91 @@ static void tick_run(svc *s);
 /* Retention                                                            */
 /* ------------------------------------------------------------------ */
 
-/* Removes a folder and its parent when they are empty (ENOTEMPTY is the
- * normal case and ignored). */
-static void rmdir_up(const char *file) {
-  char d[1400];
-  snprintf(d, sizeof d, "%s", file);
-  for (int up = 0; up < 2; up++) {
-    char *slash = strrchr(d, '/');
-    if (!slash) return;
-    *slash = 0;
-    if (rmdir(d) != 0) return;
+/* Adds key to the set v[0..*n) unless it is there: 0, or -1 when the
+ * set is full (cap). */
+static int key_add(char (*v)[SVC_DIR_KEY], int *n, int cap, const char *key) {
+  for (int i = 0; i < *n; i++)
+    if (strcmp(v[i], key) == 0) return 0;
+  if (*n == cap) return -1;
+  snprintf(v[(*n)++], SVC_DIR_KEY, "%s", key);
+  return 0;
+}
+
+/* fsync of data_dir/instances[/key]; a folder already gone is fine. */
+static int sync_dir(svc *s, const char *key) {
+  char dir[1400];
+  snprintf(dir, sizeof dir, "%s/instances%s%s", s->data_dir, key[0] ? "/" : "", key);
+  if (receive_fsync_dir(dir) == 0 || errno == ENOENT) return 0;
+  LOG(LOG_ERROR, "retention_failed", LF_STR("path", dir), LF_STR("step", "fsync"),
+      LF_STR("error", strerror(errno)));
+  return -1;
+}
+
+/* Makes the removal of a series' files durable and removes the folders
+ * that became empty. folders holds the "STUDY/SERIES" keys of the
+ * removed files. Each folder is fsynced once (the unlinks), each empty one
+ * removed (receive_rmdir: a store racing for it wins) and its parent
+ * fsynced once, up to instances/. Returns -1 when an fsync failed. */
+static int retention_folders(svc *s, char (*folders)[SVC_DIR_KEY], int nf) {
+  char studies[RETENTION_FOLDERS][SVC_DIR_KEY];
+  int ns = 0, rc = 0, top = 0;
+  for (int i = 0; i < nf; i++) {
+    if (sync_dir(s, folders[i]) != 0) {
+      rc = -1;
+      continue;
+    }
+    if (receive_rmdir(s, folders[i]) != 0) continue; /* not empty, or gone */
+    char study[SVC_DIR_KEY];
+    size_t len = strcspn(folders[i], "/");
+    memcpy(study, folders[i], len);
+    study[len] = 0;
+    if (key_add(studies, &ns, RETENTION_FOLDERS, study) != 0) {
+      if (sync_dir(s, study) != 0) rc = -1;
+      else if (receive_rmdir(s, study) == 0) top = 1;
+    }
   }
+  for (int i = 0; i < ns; i++) {
+    if (sync_dir(s, studies[i]) != 0) rc = -1;
+    else if (receive_rmdir(s, studies[i]) == 0) top = 1;
+  }
+  if (top && sync_dir(s, "") != 0) rc = -1;
+  return rc;
 }
 
 static void retention_series(svc *s, const char *uid, double now) {
   char **paths = NULL;
   int n = 0;
   if (ctp_store_series_paths(s->store, uid, &paths, &n) != 0) return;
-  int removed = 0;
+  char folders[RETENTION_FOLDERS][SVC_DIR_KEY];
+  int nf = 0, nfolders = 0, removed = 0, rc = 0;
   for (int i = 0; i < n; i++) {
     char abs[1400];
     snprintf(abs, sizeof abs, "%s/%s", s->data_dir, paths[i]);
     if (unlink(abs) == 0) removed++;
-    rmdir_up(abs);
+    /* paths[i] is instances/STUDY/SERIES/SOP.dcm */
+    const char *key = strchr(paths[i], '/'), *end = strrchr(paths[i], '/');
+    if (!key || end == key) continue;
+    char k[SVC_DIR_KEY];
+    snprintf(k, sizeof k, "%.*s", (int)(end - key - 1), key + 1);
+    if (key_add(folders, &nf, RETENTION_FOLDERS, k) != 0) { /* many folders: a batch */
+      rc |= retention_folders(s, folders, nf);
+      nfolders += nf;
+      nf = 0;
+      key_add(folders, &nf, RETENTION_FOLDERS, k);
+    }
   }
-  if (ctp_store_files_removed(s->store, uid, paths, n, now) != 0)
-    LOG(LOG_ERROR, "retention_failed", LF_STR("series_uid", uid),
-        LF_STR("error", ctp_last_error()));
-  else
-    LOG(LOG_INFO, "retention_removed", LF_STR("series_uid", uid),
-        LF_INT("files", removed));
+  /* The rows say "removed" only once the removal cannot be undone by a
+   * power loss; after a failed fsync the next pass tries again. */
+  rc |= retention_folders(s, folders, nf);
+  nfolders += nf;
+  if (rc == 0) {
+    if (ctp_store_files_removed(s->store, uid, paths, n, now) != 0)
+      LOG(LOG_ERROR, "retention_failed", LF_STR("series_uid", uid),
+          LF_STR("error", ctp_last_error()));
+    else
+      LOG(LOG_INFO, "retention_removed", LF_STR("series_uid", uid),
+          LF_INT("files", removed), LF_INT("folders", nfolders));
+  }
   ctp_store_strings_free(paths, n);
 }
 

@@ -51,6 +51,22 @@ typedef enum {
 
 typedef struct svc_http svc_http;
 
+/* The folders under instances/ that this process has made durable (their
+ * entry fsynced in the parent), so that storing into them needs neither
+ * mkdir nor fsync (receive.c). Keys are "STUDY" and "STUDY/SERIES". A
+ * fixed, direct-mapped table: a folder pushed out only costs one more
+ * parent fsync. Locks: a store holds `lock` for reading from its lookup
+ * to its rename, retention holds it for writing around each rmdir (and
+ * forgets the folder), so a folder in the table exists for every store
+ * that found it there. `mu` guards the table itself. */
+#define SVC_DIRS_SLOTS 1024
+#define SVC_DIR_KEY 136 /* 64 + "/" + 64, and the NUL */
+typedef struct {
+  pthread_rwlock_t lock;
+  pthread_mutex_t mu;
+  char key[SVC_DIRS_SLOTS][SVC_DIR_KEY];
+} svc_dirs;
+
 typedef struct svc {
   uv_loop_t *loop;
   atomic_int state; /* svc_state */
@@ -111,6 +127,7 @@ typedef struct svc {
 
   svc_http *http;
   svc_metrics metrics;
+  svc_dirs dirs;
 } svc;
 
 static inline svc_config *svc_cfg(svc *s) { return atomic_load(&s->cfg); }
@@ -124,6 +141,14 @@ const char *svc_state_name(int state);
 void receive_callbacks(svc *s, ctp_scp_callbacks *cb);
 /* Free bytes for unprivileged users on the file system of path. */
 int receive_free_bytes(const char *path, uint64_t *free_bytes);
+/* The durable-folder table: set up (main.c, before the SCP starts). */
+void receive_dirs_init(svc *s);
+/* fsync of a folder: 0, or -1 with errno. */
+int receive_fsync_dir(const char *dir);
+/* Removes the empty folder data_dir/instances/key (retention) and
+ * forgets it, excluding stores into it meanwhile: 0, or -1 with errno
+ * (ENOTEMPTY when a store came first). */
+int receive_rmdir(svc *s, const char *key);
 
 /* reconcile.c: gives a database row to every received file without one
  * (start-up, before the SCP starts). */
