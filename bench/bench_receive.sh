@@ -23,7 +23,8 @@
 # 2. Latency. A 100-slice series is pushed to a fresh ctphased; prints the
 #    time from the last instance's response to its job's end, minus
 #    stable_seconds (what the service adds beyond the wait it is told to do),
-#    and the job's own duration.
+#    and the job's own duration; then `ctphase predict` on the same files
+#    (same model, all cores) and the ratio of the two (target: <= 1.3).
 #
 # Both receivers run on loopback on this machine; storescu runs with
 # TCP_NODELAY=1 for both (DCMTK's client otherwise adds ~40 ms per instance
@@ -188,5 +189,18 @@ print(f"  last instance acknowledged -> job finished: {finished - t_last:.2f} s"
 print(f"  minus stable_seconds:                       {finished - t_last - stable:.2f} s")
 print(f"    of which scheduling (due -> job start):   {started - t_last - stable:.3f} s")
 print(f"    of which the job itself (read, infer):    {duration:.2f} s")
+open(sys.argv[1] + ".latency", "w").write(f"{finished - t_last - stable:.4f}\n")
 EOF
 stop "$CT_PID"
+# The same files through `ctphase predict` (same model, all cores), which
+# the job's latency beyond stable_seconds is compared with (target <= 1.3x).
+mkdir -p "$WORK/lat-files"
+cp "${SERIES[@]}" "$WORK/lat-files/"
+sync
+T0=$(date +%s.%N)
+"$BUILD/src/cli/ctphase" predict "$WORK/lat-files" --model "$MODEL" >/dev/null
+T_PRED=$(echo "$(date +%s.%N) - $T0" | bc -l)
+T_LAT=$(cat "$WORK/lat/ctphased.db.latency")
+printf '  ctphase predict on the same 100 files:      %.2f s\n' "$T_PRED"
+printf 'job latency (minus stable_seconds) / ctphase predict: %.2f; target <= 1.3\n' \
+  "$(echo "$T_LAT / $T_PRED" | bc -l)"
