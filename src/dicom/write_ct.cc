@@ -24,6 +24,7 @@
 
 #include "ctphase/error.h"
 #include "ctphase/util.h"
+#include "dicom/ds.h"
 
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dctk.h>
@@ -57,15 +58,7 @@ struct dicom_error : std::runtime_error {
 };
 
 /* A decimal string of at most 16 characters. */
-std::string ds(double v) {
-  char buf[32];
-  if (!std::isfinite(v)) v = 0;
-  for (int prec = 12; prec >= 1; prec--) {
-    snprintf(buf, sizeof buf, "%.*g", prec, v);
-    if (strlen(buf) <= 16) return buf;
-  }
-  return "0";
-}
+std::string ds(double v) { return ctp_dicom_ds(v, 12); }
 
 std::string ds_list(const double *v, int n) {
   std::string s;

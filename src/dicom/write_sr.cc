@@ -34,6 +34,7 @@
  * files at once. Every exception stops at the extern "C" functions.
  */
 #include "dicom/report_int.h"
+#include "dicom/ds.h"
 
 #include "ctphase/error.h"
 #include "ctphase/predict.h"
@@ -76,15 +77,7 @@ void check(bool ok, const char *cond_text, const char *what) {
   if (!ok) throw dicom_error{std::string(what) + ": " + cond_text};
 }
 
-std::string ds(double v) {
-  char buf[32];
-  if (!std::isfinite(v)) v = 0;
-  for (int prec = 10; prec >= 1; prec--) {
-    snprintf(buf, sizeof buf, "%.*g", prec, v);
-    if (strlen(buf) <= 16) return buf;
-  }
-  return "0";
-}
+std::string ds(double v) { return ctp_dicom_ds(v, 10); }
 
 std::string str(const char *s) { return s ? s : ""; }
 
