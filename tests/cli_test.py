@@ -236,6 +236,20 @@ def train_smoke_loss_falls_and_resumes(tmp):
     assert [int(h["epoch"]) for h in hist] == [1, 2, 3, 4, 5], hist
     p = run("train", "--out", out, ok=False)
     assert p.returncode == 2
+    # --init: a new run from the best weights, fresh history; with lr 0 the
+    # weights stay as loaded, so its validation loss is the best one above.
+    best = min(float(h["val_loss"]) for h in hist)
+    init = os.path.join(tmp, "init")
+    run("train", "--out", init, "--init", os.path.join(out, "best.safetensors"),
+        *args[3:], "--epochs", "1", "--lr", "0")
+    hist2 = list(csv.DictReader(open(os.path.join(init, "history.csv"))))
+    assert [int(h["epoch"]) for h in hist2] == [1], hist2
+    assert abs(float(hist2[0]["val_loss"]) - best) < 1e-3, (hist2, best)
+    info = json.loads(run("model", "info", os.path.join(init, "best.safetensors"), "--json").stdout)
+    assert info["metadata"]["initialised_from"].endswith("best.safetensors"), info["metadata"]
+    p = run("train", "--out", init, "--init", os.path.join(out, "best.safetensors"),
+            "--resume", *args[3:], ok=False)
+    assert p.returncode == 2 and "exclude" in p.stderr, p.stderr
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ extern "C" {
 typedef struct {
   const char *out_dir;
   int resume;               /* continue from OUT/checkpoint.* */
+  const char *init_model;   /* start from this model's weights (fine-tuning):
+                               fresh optimiser, schedule and history; NULL: He */
   uint64_t seed;            /* split, initialisation, sampling, augmentation */
   /* Data: phantom (phantom_series > 0) or DICOM (data_dir + labels_csv). */
   int phantom_series;       /* number of phantom series (patients) */

@@ -12,7 +12,8 @@
 
 static const char *help_train =
     "usage: ctphase train --out DIR (--phantom N | --data DIR --labels CSV)\n"
-    "                     [--resume] [--seed S] [--size 512] [--in-channels 1|3]\n"
+    "                     [--resume | --init MODEL] [--seed S] [--size 512]\n"
+    "                     [--in-channels 1|3]\n"
     "                     [--batch 8] [--epochs 100] [--max-steps N]\n"
     "                     [--slices-per-series K] [--lr 1e-4] [--threads N]\n"
     "                     [--no-augment] [--quiet]\n"
@@ -30,6 +31,10 @@ static const char *help_train =
     "  --out DIR          checkpoint.safetensors/.adam every epoch,\n"
     "                     best.safetensors, history.csv, split.csv\n"
     "  --resume           continue from DIR's checkpoint\n"
+    "  --init MODEL       start from MODEL's weights instead of a random\n"
+    "                     initialisation (fine-tuning, e.g. the bundled model\n"
+    "                     on your own series); optimiser, schedule and\n"
+    "                     history start afresh\n"
     "  --size S           training grid and the model's input_size\n";
 
 int cmd_train(int argc, char **argv) {
@@ -43,6 +48,7 @@ int cmd_train(int argc, char **argv) {
     else if (cli_opt(&a, "--data", 1)) o.data_dir = a.arg;
     else if (cli_opt(&a, "--labels", 1)) o.labels_csv = a.arg;
     else if (cli_opt(&a, "--resume", 0)) o.resume = 1;
+    else if (cli_opt(&a, "--init", 1)) o.init_model = a.arg;
     else if (cli_opt(&a, "--seed", 1)) o.seed = strtoull(a.arg, NULL, 10);
     else if (cli_opt(&a, "--size", 1)) o.size = atoi(a.arg);
     else if (cli_opt(&a, "--in-channels", 1)) o.in_channels = atoi(a.arg);
@@ -61,6 +67,8 @@ int cmd_train(int argc, char **argv) {
   }
   if (!o.out_dir || (o.phantom_series <= 0 && (!o.data_dir || !o.labels_csv)))
     return cli_usage(help_train, "(--out and a data source are required)");
+  if (o.resume && o.init_model)
+    return cli_usage(help_train, "(--resume and --init exclude each other)");
   if (o.in_channels != 1 && o.in_channels != 3)
     return cli_usage(help_train, "(--in-channels must be 1 or 3)");
   ctp_train_summary s;

@@ -317,15 +317,35 @@ static void paint_spine(slice_ctx *s) {
   } else {
     blob_set(&b, sx, sy, p->vb_a, p->vb_b, 0, square);
     paint_blob(s, &b, T_CORTICAL, over);
-    blob_set(&b, sx, sy, p->vb_a - p->cortical_mm, p->vb_b - p->cortical_mm, 0,
-             square);
-    paint_blob(s, &b, T_CANCELLOUS, TM(T_CORTICAL));
+    /* Within the endplates the whole section is dense. */
+    float to_disc = fminf(zz - p->disc_h, P - zz);
+    if (to_disc > p->endplate_mm) {
+      blob_set(&b, sx, sy, p->vb_a - p->cortical_mm, p->vb_b - p->cortical_mm,
+               0, square);
+      paint_blob(s, &b, T_CANCELLOUS, TM(T_CORTICAL));
+    }
   }
+  /* Osteophytes: anterolateral spurs at the discs' margins. */
+  float near_disc = disc ? 0 : fminf(zz - p->disc_h, P - zz);
+  if (p->osteophyte_r > 0 && near_disc < 4.0f)
+    for (int side = -1; side <= 1; side += 2) {
+      blob_set(&b, sx + side * 0.78f * p->vb_a, sy - 0.62f * p->vb_b,
+               p->osteophyte_r, 0.8f * p->osteophyte_r, 0, NULL);
+      paint_blob(s, &b, T_CORTICAL, over | TM(T_MUSCLE));
+    }
   float cy = sy + p->vb_b + p->canal_dy;
   over |= TM(T_DISC);
+  /* Facet joints: paired dense knobs behind the canal at the disc levels. */
+  if (disc || frac < 0.18f || frac > 0.86f)
+    for (int side = -1; side <= 1; side += 2) {
+      blob_set(&b, sx + side * (p->canal_r + 0.5f * p->facet_r),
+               cy + 0.55f * p->canal_r, p->facet_r, 1.2f * p->facet_r, 0, NULL);
+      paint_blob(s, &b, T_POST_BONE, over | TM(T_MUSCLE));
+    }
   if (!disc && frac > 0.08f && frac < 0.9f) {
     /* Neural arch, spinous and (mid-body) transverse processes. */
-    blob_set(&b, sx, cy, p->canal_r + 5.5f, p->canal_r + 5.0f, 0, NULL);
+    blob_set(&b, sx, cy, p->canal_r + p->arch_mm, p->canal_r + p->arch_mm - 0.5f,
+             0, NULL);
     paint_blob(s, &b, T_POST_BONE, over);
     capsule c = {{sx, cy + p->canal_r + 2, s->z},
                  {sx, cy + p->canal_r + p->spinous_len, s->z - 8.0f}, 3.5f};
@@ -437,6 +457,8 @@ typedef struct {
   int n;
   float th[MAX_PYRAMIDS], w[MAX_PYRAMIDS], lo[MAX_PYRAMIDS], hi[MAX_PYRAMIDS];
   float ccx[MAX_PYRAMIDS], ccy[MAX_PYRAMIDS], cr[MAX_PYRAMIDS];
+  int ns;
+  float sx[MAX_STONES], sy[MAX_STONES], sr[MAX_STONES]; /* dense foci */
 } kinner;
 
 /* Distance from the origin along direction (c, s) to the far side of the
@@ -471,6 +493,14 @@ static void kidney_inner(const kidney *k, const kframe *f, kinner *in) {
     in->sa = k->sinus_a * (0.35f + 0.65f * sf);
     in->sb = k->sinus_b * sf;
   }
+  for (int i = 0; in->has_sinus && i < k->nstones; i++) {
+    float du = (u - k->st_u[i]) / k->st_du[i];
+    if (du * du >= 1) continue;
+    float ax = k->st_fx[i] * in->sa, ay = k->st_fy[i] * in->sb;
+    in->sx[in->ns] = in->scx + ax * in->hc - ay * in->hs;
+    in->sy[in->ns] = in->scy + ax * in->hs + ay * in->hc;
+    in->sr[in->ns++] = k->st_r[i] * sqrtf(1 - du * du);
+  }
   float pu = (u - k->hil_u) / (1.6f * k->hil_w);
   if (in->has_sinus && fabsf(pu) < 1) {
     float d = 0.25f + 0.6f * hb;
@@ -499,11 +529,14 @@ static void kidney_inner(const kidney *k, const kframe *f, kinner *in) {
     in->w[n] = py->w * (0.3f + 0.7f * g);
     in->lo[n] = mid - half * (0.45f + 0.55f * g);
     in->hi[n] = mid + half * (0.45f + 0.55f * g);
-    /* The calyx cups the papilla: only where the sinus reaches. */
-    if (in->has_sinus && apex > 0.25f) {
+    /* The calyx cups the papilla: where the sinus reaches, and beyond it
+     * the polar calyces (real ones reach to within 1-2 cm of the poles, so
+     * excreted contrast shows in polar slices too). */
+    if ((in->has_sinus && apex > 0.25f) ||
+        (!in->has_sinus && fabsf(u) < k->calyx_u)) {
       in->ccx[n] = (in->lo[n] - 0.02f) * c;
       in->ccy[n] = (in->lo[n] - 0.02f) * s;
-      in->cr[n] = 0.075f * sqrtf(g);
+      in->cr[n] = (in->has_sinus ? 0.11f : 0.09f) * sqrtf(g); /* 5-7 mm cups */
     }
   }
 }
@@ -523,6 +556,10 @@ static inline float d2seg(float px, float py, float ax, float ay, float bx,
 /* The tissue at (X, Y) of the normalised section (radius 1 at the
  * outline); -1 outside the kidney unless the pelvis bulges there. */
 static int kidney_tissue(const kinner *in, float X, float Y, int inside) {
+  for (int i = 0; i < in->ns; i++) {
+    float dx = X - in->sx[i], dy = Y - in->sy[i];
+    if (dx * dx + dy * dy < in->sr[i] * in->sr[i]) return T_STONE;
+  }
   if (in->has_pelvis) {
     float dx = X - in->pcx, dy = Y - in->pcy;
     if (dx * dx + dy * dy < in->pr * in->pr) return T_URINE;
@@ -538,7 +575,7 @@ static int kidney_tissue(const kinner *in, float X, float Y, int inside) {
         if (ex * ex + ey * ey < in->cr[i] * in->cr[i]) return T_URINE;
         if (in->has_pelvis &&
             d2seg(X, Y, in->ccx[i], in->ccy[i], in->pcx, in->pcy) <
-                0.035f * 0.035f)
+                0.05f * 0.05f) /* infundibulum, ~3 mm wide */
           return T_URINE;
       }
       return T_SINUS_FAT;

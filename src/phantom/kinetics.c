@@ -113,6 +113,7 @@ const uint8_t tissue_label[T_COUNT] = {
     [T_MEDULLA] = CTP_LABEL_RENAL_MEDULLA,
     [T_SINUS_FAT] = CTP_LABEL_SINUS_FAT,
     [T_URINE] = CTP_LABEL_COLLECTING,  [T_CYST] = CTP_LABEL_FLUID,
+    [T_STONE] = CTP_LABEL_COLLECTING,
     [T_LIVER] = CTP_LABEL_LIVER,       [T_SPLEEN] = CTP_LABEL_SPLEEN,
     [T_PANCREAS] = CTP_LABEL_PANCREAS, [T_GALLBLADDER] = CTP_LABEL_FLUID,
     [T_BOWEL_WALL] = CTP_LABEL_BOWEL,  [T_BOWEL_FLUID] = CTP_LABEL_BOWEL,
@@ -185,7 +186,7 @@ void kinetics_draw(struct ctp_phantom *p, rng_t *r) {
   b[T_MUSCLE] = (float)rng_uni(r, 42, 57);
   b[T_CORTICAL] = kvp_bone * (float)rng_uni(r, 550, 900);
   b[T_CANCELLOUS] = kvp_bone * (float)rng_uni(r, 120, 260);
-  b[T_POST_BONE] = 0.55f * b[T_CANCELLOUS] + 0.45f * b[T_CORTICAL];
+  b[T_POST_BONE] = 0.3f * b[T_CANCELLOUS] + 0.7f * b[T_CORTICAL];
   b[T_DISC] = (float)rng_uni(r, 60, 95);
   b[T_CANAL] = (float)rng_uni(r, 5, 25);
   float blood = (float)rng_uni(r, 32, 52); /* haematocrit */
@@ -210,6 +211,7 @@ void kinetics_draw(struct ctp_phantom *p, rng_t *r) {
   b[T_FECES] = (float)rng_uni(r, -80, -20);
   b[T_TABLE] = (float)rng_uni(r, 150, 600);
   b[T_TABLE_PAD] = (float)rng_uni(r, -960, -750);
+  b[T_STONE] = kvp_bone * (float)rng_uni(r, 300, 1100);
 
   /* Enhancement: one contrast factor for the patient (dose, iodine
    * concentration, kVp), a small jitter per tissue. */

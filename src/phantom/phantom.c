@@ -99,18 +99,27 @@ static void draw_body(ctp_phantom *p, rng_t *r) {
 
 static void draw_spine(ctp_phantom *p, rng_t *r) {
   p->spine_x = U(r, -4, 4);
-  p->vb_a = U(r, 19, 25);
-  p->vb_b = U(r, 14, 18);
+  /* Lumbar bodies are 40-60 mm wide and 30-42 mm deep (L1 to L4, small
+   * to large adults); HCC_002's are at the top of that. */
+  p->vb_a = U(r, 20, 30);
+  p->vb_b = U(r, 15, 21);
   /* From the back's muscle surface: paraspinal muscles, the arch, the
    * canal, then the vertebral body. */
   p->spine_y = fmaxf(p->muscle.Bpost - U(r, 62, 85),
                      -p->cavity.Bant + p->vb_b + 45);
-  p->cortical_mm = U(r, 0.8, 1.6);
+  p->cortical_mm = U(r, 1.2, 3.0);
   p->canal_r = U(r, 7, 10);
   p->canal_dy = p->canal_r + U(r, 1.5, 3.5);
   p->vert_period = U(r, 30, 38);
   p->vert_phase = U(r, 0, p->vert_period);
   p->disc_h = U(r, 6, 10);
+  /* Endplates are a dense plate above and below each disc (thicker with
+   * age and sclerosis); at 1-5 mm slices they show as a whole dense
+   * section. The arch, pedicles and facets are mostly cortical bone. */
+  p->endplate_mm = U(r, 1.0, 3.5);
+  p->arch_mm = U(r, 5.5, 9);
+  p->facet_r = U(r, 5, 8.5);
+  p->osteophyte_r = rng_chance(r, 0.4) ? U(r, 2.5, 7) : 0;
   float back = p->muscle.Bpost - (p->spine_y + p->vb_b + p->canal_dy +
                                   p->canal_r);
   p->spinous_len = clampf(back - U(r, 8, 20), 12, 50);
@@ -142,6 +151,7 @@ static void draw_kidney(ctp_phantom *p, rng_t *r, int k, float dk) {
   K->sinus_u = U(r, 0.55, 0.72);
   K->sinus_a = U(r, 0.25, 0.35);
   K->sinus_b = U(r, 0.35, 0.5);
+  K->calyx_u = U(r, 0.74, 0.88);
   K->pelvis = rng_chance(r, 0.2) ? U(r, 0.3, 0.42) : U(r, 0.12, 0.3);
   K->cortex_mm = U(r, 4.5, 8);
   /* Pyramids in three tiers (upper, middle, lower), four or five around
@@ -159,6 +169,18 @@ static void draw_kidney(ctp_phantom *p, rng_t *r, int k, float dk) {
       py->hz = U(r, 0.25, 0.38) * K->hz;
       py->w = U(r, 0.32, 0.45) * arc / (float)m / 1.2f;
     }
+  /* A quarter of kidneys hold 1-3 dense foci in the sinus, bright in every
+   * phase: stones (300-1100 HU) and calcified sinus arteries are common in
+   * the adults scanned; HCC_002 has one. Without them any bright dot in a
+   * sinus would mean excreted contrast. */
+  K->nstones = rng_chance(r, 0.25) ? rng_int(r, 1, MAX_STONES) : 0;
+  for (int i = 0; i < K->nstones; i++) {
+    K->st_u[i] = U(r, -0.8, 0.8) * K->sinus_u;
+    K->st_du[i] = U(r, 1.5, 5) / K->hz;
+    K->st_fx[i] = U(r, -0.6, 0.6);
+    K->st_fy[i] = U(r, -0.6, 0.6);
+    K->st_r[i] = U(r, 1.0, 3.5) / sqrtf(K->a * K->b);
+  }
 }
 
 /* A point on a kidney at its hilum's level, `out` along the hilum's

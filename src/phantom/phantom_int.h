@@ -32,7 +32,7 @@ enum {
   T_AIR, T_FAT, T_VFAT, T_SKIN, T_MUSCLE,
   T_CORTICAL, T_CANCELLOUS, T_POST_BONE, T_DISC, T_CANAL,
   T_AORTA, T_CALC, T_IVC, T_IVC_SUPRA, T_PORTAL, T_ARTERY, T_RENAL_VEIN,
-  T_CORTEX, T_MEDULLA, T_SINUS_FAT, T_URINE, T_CYST,
+  T_CORTEX, T_MEDULLA, T_SINUS_FAT, T_URINE, T_CYST, T_STONE,
   T_LIVER, T_SPLEEN, T_PANCREAS, T_GALLBLADDER,
   T_BOWEL_WALL, T_BOWEL_FLUID, T_BOWEL_GAS, T_ORAL, T_ORAL_DILUTE, T_FECES,
   T_TABLE, T_TABLE_PAD,
@@ -134,6 +134,7 @@ typedef struct {
 #define MAX_RIBS 6
 #define MAX_CYSTS 3
 #define MAX_CALCS 6
+#define MAX_STONES 3
 #define MAX_STREAKS 6
 #define MAX_BRANCHES 10
 
@@ -153,11 +154,18 @@ typedef struct {
   float hil_dir;        /* direction of the hilum in the normalised frame */
   float hil_u, hil_w;   /* hilum's z position and half-width (in u units) */
   float sinus_u;        /* the sinus spans |u| < sinus_u */
+  float calyx_u;        /* polar calyces reach |u| < calyx_u */
   float sinus_a, sinus_b;
   float pelvis;         /* size of the renal pelvis (normalised) */
   float cortex_mm;
   int npyr;
   pyramid pyr[MAX_PYRAMIDS];
+  /* Dense foci in the sinus in every phase (stones, calcified arteries):
+   * centre u and half-length along the axis (u units), offset in the
+   * sinus (fractions of its semi-axes), radius (normalised). */
+  int nstones;
+  float st_u[MAX_STONES], st_du[MAX_STONES], st_fx[MAX_STONES],
+      st_fy[MAX_STONES], st_r[MAX_STONES];
 } kidney;
 
 enum { LOOP_FLUID, LOOP_GAS, LOOP_LEVEL, LOOP_ORAL, LOOP_ORAL_DILUTE,
@@ -202,6 +210,9 @@ struct ctp_phantom {
   float spine_x, spine_y;   /* vertebral body centre */
   float vb_a, vb_b, cortical_mm, canal_r, canal_dy;
   float vert_period, vert_phase, disc_h;
+  float endplate_mm;        /* dense endplate next to each disc */
+  float arch_mm, facet_r;   /* neural arch thickness, facet joints */
+  float osteophyte_r;       /* 0: none */
   float spinous_len, transverse_len;
   solid psoas[2], paraspinal[2], quadratus[2];
   int nribs;
