@@ -459,6 +459,7 @@ typedef struct {
   float ccx[MAX_PYRAMIDS], ccy[MAX_PYRAMIDS], cr[MAX_PYRAMIDS];
   int ns;
   float sx[MAX_STONES], sy[MAX_STONES], sr[MAX_STONES]; /* dense foci */
+  float sex[MAX_STONES], sey[MAX_STONES];               /* tube's other end */
 } kinner;
 
 /* Distance from the origin along direction (c, s) to the far side of the
@@ -499,7 +500,10 @@ static void kidney_inner(const kidney *k, const kframe *f, kinner *in) {
     float ax = k->st_fx[i] * in->sa, ay = k->st_fy[i] * in->sb;
     in->sx[in->ns] = in->scx + ax * in->hc - ay * in->hs;
     in->sy[in->ns] = in->scy + ax * in->hs + ay * in->hc;
-    in->sr[in->ns++] = k->st_r[i] * sqrtf(1 - du * du);
+    in->sex[in->ns] = in->sx[in->ns] + k->st_len[i] * cosf(k->st_ang[i]);
+    in->sey[in->ns] = in->sy[in->ns] + k->st_len[i] * sinf(k->st_ang[i]);
+    /* A stone tapers towards its ends along z, a tube does not. */
+    in->sr[in->ns++] = k->st_r[i] * (k->st_len[i] > 0 ? 1 : sqrtf(1 - du * du));
   }
   float pu = (u - k->hil_u) / (1.6f * k->hil_w);
   if (in->has_sinus && fabsf(pu) < 1) {
@@ -556,10 +560,10 @@ static inline float d2seg(float px, float py, float ax, float ay, float bx,
 /* The tissue at (X, Y) of the normalised section (radius 1 at the
  * outline); -1 outside the kidney unless the pelvis bulges there. */
 static int kidney_tissue(const kinner *in, float X, float Y, int inside) {
-  for (int i = 0; i < in->ns; i++) {
-    float dx = X - in->sx[i], dy = Y - in->sy[i];
-    if (dx * dx + dy * dy < in->sr[i] * in->sr[i]) return T_STONE;
-  }
+  for (int i = 0; i < in->ns; i++)
+    if (d2seg(X, Y, in->sx[i], in->sy[i], in->sex[i], in->sey[i]) <
+        in->sr[i] * in->sr[i])
+      return T_STONE;
   if (in->has_pelvis) {
     float dx = X - in->pcx, dy = Y - in->pcy;
     if (dx * dx + dy * dy < in->pr * in->pr) return T_URINE;

@@ -174,12 +174,18 @@ static void draw_kidney(ctp_phantom *p, rng_t *r, int k, float dk) {
    * the adults scanned; HCC_002 has one. Without them any bright dot in a
    * sinus would mean excreted contrast. */
   K->nstones = rng_chance(r, 0.25) ? rng_int(r, 1, MAX_STONES) : 0;
+  float norm = sqrtf(K->a * K->b);
   for (int i = 0; i < K->nstones; i++) {
+    /* Round (a stone, 60%) or a tube along the sinus (a calcified artery,
+     * 6-20 mm in the plane, over 5-25 mm of z). */
+    int tube = rng_chance(r, 0.4);
     K->st_u[i] = U(r, -0.8, 0.8) * K->sinus_u;
-    K->st_du[i] = U(r, 1.5, 5) / K->hz;
+    K->st_du[i] = (tube ? U(r, 2.5, 12.5) : U(r, 1.5, 5)) / K->hz;
     K->st_fx[i] = U(r, -0.6, 0.6);
     K->st_fy[i] = U(r, -0.6, 0.6);
-    K->st_r[i] = U(r, 1.0, 3.5) / sqrtf(K->a * K->b);
+    K->st_r[i] = (tube ? U(r, 0.8, 2.2) : U(r, 1.0, 3.5)) / norm;
+    K->st_len[i] = tube ? U(r, 6, 20) / norm : 0;
+    K->st_ang[i] = U(r, 0, (float)PI);
   }
 }
 

@@ -166,6 +166,7 @@ typedef struct {
   int nstones;
   float st_u[MAX_STONES], st_du[MAX_STONES], st_fx[MAX_STONES],
       st_fy[MAX_STONES], st_r[MAX_STONES];
+  float st_len[MAX_STONES], st_ang[MAX_STONES]; /* in-plane length (0: round) */
 } kidney;
 
 enum { LOOP_FLUID, LOOP_GAS, LOOP_LEVEL, LOOP_ORAL, LOOP_ORAL_DILUTE,
