@@ -62,4 +62,4 @@ echo "== metrics (http://127.0.0.1:$ADMIN/metrics), a few lines"
 curl -s "http://127.0.0.1:$ADMIN/metrics" | grep -E '^ctphase_(instances_received|received_bytes|jobs_finished|series)' | head -8 || true
 echo
 echo "Done. The bundled model was trained on the synthetic phantom only (see"
-echo "models/README.md); do not use it for patient care."
+echo "docs/model-card.md); do not use it for patient care."

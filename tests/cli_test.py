@@ -26,7 +26,7 @@ FIX = os.path.join(ROOT, "tests", "reference", "fixtures")
 CORPUS = os.path.join(ROOT, "tests", "corpus", "dicom")
 HCC = os.path.join(ROOT, "..", "shared", "data", "real-ct", "hcc002-arterial-and-portal-venous")
 MODEL = os.path.join(FIX, "b2_64_c1", "model.safetensors")
-BUNDLED = os.path.join(ROOT, "models", "ctphase-phantom.safetensors")
+BUNDLED = os.path.join(ROOT, "models", "ctphase-phantom-v1.safetensors")
 
 
 def schema_validator():
@@ -172,6 +172,11 @@ def predict_real_series_two_acquisitions():
     assert [r["acquisition_number"] for r in res] == [1, 2]
     assert [r["slices_used"] for r in res] == [109, 109]
     assert res[0]["series_instance_uid"] == res[1]["series_instance_uid"]
+    # The bundled model's real-data check (docs/model-card.md): arterial is
+    # cm, portal venous cmneph or neph.
+    doc = json.loads(run("predict", HCC, "--model", BUNDLED, "--json").stdout)
+    phases = [r["phase"] for r in doc["results"]]
+    assert phases[0] == "cm" and phases[1] in ("cmneph", "neph"), phases
 
 
 @check

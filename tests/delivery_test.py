@@ -36,7 +36,7 @@ import service_test as st  # noqa: E402  (its Daemon, storescu and helpers)
 
 ROOT = st.ROOT
 CTPHASE = st.CTPHASE
-MODEL = os.path.join(ROOT, "models", "ctphase-phantom.safetensors")
+MODEL = os.path.join(ROOT, "models", "ctphase-phantom-v1.safetensors")
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 SR_CLASSES = {"1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.88.33",
               "1.2.840.10008.5.1.4.1.1.88.22"}

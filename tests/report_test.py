@@ -30,7 +30,7 @@ from harness import CTPHASE, QUICK, ROOT, Skip, Suite, run
 SUITE = Suite("report")
 check = SUITE.check
 
-MODEL = os.path.join(ROOT, "models", "ctphase-phantom.safetensors")
+MODEL = os.path.join(ROOT, "models", "ctphase-phantom-v1.safetensors")
 FIX_MODEL = os.path.join(ROOT, "tests", "reference", "fixtures", "b2_64_c1",
                          "model.safetensors")
 TWO_ACQ = os.path.join(ROOT, "tests", "corpus", "dicom", "two-acq")

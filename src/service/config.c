@@ -77,7 +77,7 @@ const cfg_entry svc_config_table[] = {
     {"job_max_attempts", CFG_INT, OFF(job_max_attempts), 1, 100, "3", NULL, 1,
      "A job interrupted or failing for a transient reason is retried until it has run this often."},
     {"model", CFG_STRING, OFF(model), 0, 4096, "\"\"", NULL, 0,
-     "Model file (safetensors); empty: the bundled models/ctphase-phantom.safetensors."},
+     "Model file (safetensors); empty: the bundled models/ctphase-phantom-v1.safetensors."},
     /* results and their delivery */
     {"destinations", CFG_STRLIST, OFF(destinations), 0, 16, "[]", NULL, 1,
      "Where results (SR and Secondary Captures) are sent: \"AE@host:port\" (a C-STORE SCP) or \"dir:/absolute/path\" (a folder); empty: results are only kept in data_dir/outbound."},

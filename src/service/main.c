@@ -42,7 +42,7 @@
 #include "service/service.h"
 
 #ifndef CTPHASE_DEFAULT_MODEL
-#define CTPHASE_DEFAULT_MODEL "models/ctphase-phantom.safetensors"
+#define CTPHASE_DEFAULT_MODEL "models/ctphase-phantom-v1.safetensors"
 #endif
 
 #define EXIT_CONFIG 78
