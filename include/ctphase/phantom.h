@@ -64,7 +64,7 @@ extern "C" {
   XX(PORTAL_VEIN,  6, "portal_vein")      /* portal, SMV, splenic */  \
   XX(RENAL_CORTEX, 7, "renal_cortex")                                 \
   XX(RENAL_MEDULLA,8, "renal_medulla")                                \
-  XX(COLLECTING,   9, "collecting_system")/* calyces, pelvis, ureter */ \
+  XX(COLLECTING,   9, "collecting_system")/* calyces, pelvis, ureter, stones */ \
   XX(LIVER,       10, "liver")                                        \
   XX(SPLEEN,      11, "spleen")                                       \
   XX(BOWEL,       12, "bowel")            /* wall and contents */     \

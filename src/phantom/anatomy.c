@@ -307,6 +307,7 @@ static void paint_spine(slice_ctx *s) {
   if (zz < 0) zz += P;
   int disc = zz < p->disc_h;
   float frac = (zz - p->disc_h) / (P - p->disc_h); /* 0..1 in the body */
+  float to_disc = disc ? 0 : fminf(zz - p->disc_h, P - zz); /* mm */
   uint64_t over = OVER_INSIDE | TM(T_FAT);
   float sx = p->spine_x, sy = p->spine_y;
   static const float square[6] = {0.05f, 0, 0, 0, -0.02f, 0};
@@ -318,7 +319,6 @@ static void paint_spine(slice_ctx *s) {
     blob_set(&b, sx, sy, p->vb_a, p->vb_b, 0, square);
     paint_blob(s, &b, T_CORTICAL, over);
     /* Within the endplates the whole section is dense. */
-    float to_disc = fminf(zz - p->disc_h, P - zz);
     if (to_disc > p->endplate_mm) {
       blob_set(&b, sx, sy, p->vb_a - p->cortical_mm, p->vb_b - p->cortical_mm,
                0, square);
@@ -326,8 +326,7 @@ static void paint_spine(slice_ctx *s) {
     }
   }
   /* Osteophytes: anterolateral spurs at the discs' margins. */
-  float near_disc = disc ? 0 : fminf(zz - p->disc_h, P - zz);
-  if (p->osteophyte_r > 0 && near_disc < 4.0f)
+  if (p->osteophyte_r > 0 && to_disc < 4.0f)
     for (int side = -1; side <= 1; side += 2) {
       blob_set(&b, sx + side * 0.78f * p->vb_a, sy - 0.62f * p->vb_b,
                p->osteophyte_r, 0.8f * p->osteophyte_r, 0, NULL);

@@ -522,19 +522,20 @@ int ctp_train_run(const ctp_train_opts *o, ctp_train_summary *sum) {
     if (!o->quiet)
       fprintf(stderr, "train: resuming after epoch %d (lr %.3g, best val %.4f)\n",
               h.epoch, h.lr, h.best_val_loss);
-  } else if (o->init_model) {
-    if ((r = ctp_model_load(&m, o->init_model))) goto done;
-    if (m->in_channels != o->in_channels) {
-      r = ctp_seterr(CTP_EINVAL, "%s has %d input channels, not %d", o->init_model,
-                     m->in_channels, o->in_channels);
-      goto done;
-    }
-    if ((r = ctp_adam_init(&opt, m->num_params, o->lr))) goto done;
-    ctp_model_set_meta(m, "initialised_from", o->init_model);
-    if (!o->quiet) fprintf(stderr, "train: starting from the weights of %s\n", o->init_model);
   } else {
-    if ((r = ctp_model_new(&m, o->in_channels))) goto done;
-    ctp_model_init_he(m, o->seed);
+    if (o->init_model) { /* fine-tuning: given weights, fresh optimiser */
+      if ((r = ctp_model_load(&m, o->init_model))) goto done;
+      if (m->in_channels != o->in_channels) {
+        r = ctp_seterr(CTP_EINVAL, "%s has %d input channels, not %d", o->init_model,
+                       m->in_channels, o->in_channels);
+        goto done;
+      }
+      ctp_model_set_meta(m, "initialised_from", o->init_model);
+      if (!o->quiet) fprintf(stderr, "train: starting from the weights of %s\n", o->init_model);
+    } else {
+      if ((r = ctp_model_new(&m, o->in_channels))) goto done;
+      ctp_model_init_he(m, o->seed);
+    }
     if ((r = ctp_adam_init(&opt, m->num_params, o->lr))) goto done;
   }
   char buf[256];
