@@ -257,5 +257,39 @@ def train_smoke_loss_falls_and_resumes(tmp):
     assert p.returncode == 2 and "exclude" in p.stderr, p.stderr
 
 
+@check
+def train_fresh_draws_new_patients_each_epoch(tmp):
+    # With lr 0 and no augmentation the weights never change, so a training
+    # loss that moves between epochs can only come from new patients, and
+    # the validation loss (same patients) must not move at all. Batches of
+    # one: the class-weighted loss of a batch would otherwise depend on the
+    # shuffle.
+    base = ["train", "--phantom", "15", "--size", "64", "--slices-per-series", "3",
+            "--batch", "1", "--seed", "5", "--quiet", "--init", MODEL, "--lr", "0",
+            "--no-augment", "--epochs", "3"]
+
+    def losses(name, *extra):
+        out = os.path.join(tmp, name)
+        run(*base, "--out", out, *extra)
+        hist = list(csv.DictReader(open(os.path.join(out, "history.csv"))))
+        return ([round(float(h["train_loss"]), 4) for h in hist],
+                [round(float(h["val_loss"]), 4) for h in hist])
+
+    same_train, same_val = losses("same")
+    assert len(set(same_train)) == 1, f"without --fresh the patients repeat: {same_train}"
+    fresh_train, fresh_val = losses("fresh", "--fresh")
+    assert len(set(fresh_train)) == 3, f"--fresh: new patients every epoch: {fresh_train}"
+    assert fresh_train[0] == same_train[0], (fresh_train, same_train)
+    assert fresh_val == same_val, (fresh_val, same_val)
+    again_train, _ = losses("again", "--fresh")
+    assert again_train == fresh_train, "the fresh patients are fixed by the seed"
+    info = json.loads(run("model", "info", os.path.join(tmp, "fresh", "best.safetensors"),
+                          "--json").stdout)
+    assert "new training patients every epoch" in info["metadata"]["trained_on"], info
+    p = run("train", "--out", os.path.join(tmp, "x"), "--data", tmp, "--labels",
+            os.path.join(tmp, "l.csv"), "--fresh", ok=False)
+    assert p.returncode == 2 and "--fresh" in p.stderr, p.stderr
+
+
 if __name__ == "__main__":
     sys.exit(SUITE.main())

@@ -42,6 +42,8 @@ typedef struct {
   /* Data: phantom (phantom_series > 0) or DICOM (data_dir + labels_csv). */
   int phantom_series;       /* number of phantom series (patients) */
   int phantom_slices;       /* slices per phantom series (0: 12) */
+  int fresh;                /* phantom: new training patients every epoch
+                               after the first (validation, test stay) */
   const char *data_dir;
   const char *labels_csv;
   int max_slices_per_series;/* DICOM: slices sampled per acquisition (0: all) */

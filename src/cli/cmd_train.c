@@ -15,7 +15,8 @@ static const char *help_train =
     "                     [--resume | --init MODEL] [--seed S] [--size 512]\n"
     "                     [--in-channels 1|3]\n"
     "                     [--batch 8] [--epochs 100] [--max-steps N]\n"
-    "                     [--slices-per-series K] [--lr 1e-4] [--threads N]\n"
+    "                     [--slices-per-series K] [--fresh] [--lr 1e-4]\n"
+    "                     [--threads N]\n"
     "                     [--no-augment] [--quiet]\n"
     "\n"
     "Trains the classifier with the paper's recipe: Adam (lr 1e-4), lr x 0.316\n"
@@ -24,6 +25,10 @@ static const char *help_train =
     "\n"
     "  --phantom N        N synthetic series (patients), phases balanced,\n"
     "                     K slices each (--slices-per-series, default 12)\n"
+    "  --fresh            with --phantom: new training patients (same\n"
+    "                     classes, slices anywhere in the series) every epoch\n"
+    "                     after the first, so that the model cannot learn\n"
+    "                     them by heart; validation and test patients stay\n"
     "  --data DIR --labels CSV\n"
     "                     DICOM under DIR, labelled by CSV lines\n"
     "                     SeriesInstanceUID,phase (phase: noncon, cm, cmneph,\n"
@@ -59,6 +64,7 @@ int cmd_train(int argc, char **argv) {
       o.phantom_slices = atoi(a.arg);
       o.max_slices_per_series = atoi(a.arg);
     }
+    else if (cli_opt(&a, "--fresh", 0)) o.fresh = 1;
     else if (cli_opt(&a, "--lr", 1)) o.lr = (float)atof(a.arg);
     else if (cli_opt(&a, "--threads", 1)) o.threads = atoi(a.arg);
     else if (cli_opt(&a, "--no-augment", 0)) o.augment = 0;
@@ -69,6 +75,8 @@ int cmd_train(int argc, char **argv) {
     return cli_usage(help_train, "(--out and a data source are required)");
   if (o.resume && o.init_model)
     return cli_usage(help_train, "(--resume and --init exclude each other)");
+  if (o.fresh && o.phantom_series <= 0)
+    return cli_usage(help_train, "(--fresh draws phantom patients: it needs --phantom)");
   if (o.in_channels != 1 && o.in_channels != 3)
     return cli_usage(help_train, "(--in-channels must be 1 or 3)");
   ctp_train_summary s;

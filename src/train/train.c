@@ -48,6 +48,7 @@ typedef struct {
   char id[128];      /* phantom seed or SeriesInstanceUID */
   char patient[128]; /* what the split groups by */
   int label, split, nslices;
+  int first;         /* index of its first slice in the dataset */
   uint64_t rank;     /* the patient's seeded hash: its place in the split */
 } series_entry;
 
@@ -162,6 +163,57 @@ static int pick_slice(int i, int k, int nz) {
   return (int)((i + 0.5) * nz / k);
 }
 
+/* Phantom patient `seed` of class `phase` rendered into k slices of the
+ * dataset: new ones appended for series `series` when first < 0 (at most
+ * one per phantom slice), else the k from index `first` on. Without
+ * `jitter` the slices are pick_slice's evenly spread ones; with it each is
+ * drawn anywhere in its 1/k of the series (fresh patients, --fresh). */
+static int render_patient(const ctp_train_opts *o, dataset *d, uint64_t seed,
+                          int phase, int series, int first, int k, rng *jitter,
+                          float *hu, void *work) {
+  ctp_phantom_opts po;
+  ctp_phantom_opts_init(&po);
+  po.seed = seed;
+  po.phase = phase;
+  po.size = d->size;
+  ctp_phantom *p;
+  int r = ctp_phantom_new(&p, &po);
+  if (r) return r;
+  int nz = ctp_phantom_get_info(p)->num_slices;
+  size_t plane = (size_t)d->size * d->size;
+  if (first < 0) k = k < nz ? k : nz;
+  for (int i = 0; i < k && !r; i++) {
+    int z = jitter ? (int)((i + rng_uniform(jitter)) * nz / k) : pick_slice(i, k, nz);
+    z = z < nz ? z : nz - 1;
+    float *dst = first >= 0 ? d->x + (size_t)(first + i) * d->cin * plane
+                            : dataset_add(d, phase, SPLIT_TRAIN, series);
+    if (!dst) {
+      r = ctp_seterr(CTP_ENOMEM, "out of memory for the dataset");
+      break;
+    }
+    for (int c = 0; c < d->cin && !r; c++) {
+      /* Channels run feet to head, as in an acquisition ordered along its
+       * normal (predict.c): the phantom's slice k+1 lies below slice k. */
+      int zz = d->cin == 3 ? z + 1 - c : z;
+      zz = zz < 0 ? 0 : zz >= nz ? nz - 1 : zz;
+      r = ctp_phantom_render_float(p, zz, 1, hu, NULL, o->threads);
+      if (!r)
+        r = ctp_preprocess_slice(hu, d->size, d->size, -23.3f, 144.1f, d->size,
+                                 dst + c * plane, work);
+    }
+  }
+  ctp_phantom_free(p);
+  return r;
+}
+
+/* The seed of phantom series s: patients of epoch 0 (the split's, and the
+ * only ones without --fresh) are seed * 1000003 + s; the fresh training
+ * patients of epoch e >= 1 lie e * 2^32 above them, away from every
+ * validation and test patient and from `ctphase evaluate --phantom`'s. */
+static uint64_t phantom_seed(const ctp_train_opts *o, int s, int epoch) {
+  return o->seed * 1000003ULL + (uint64_t)s + ((uint64_t)epoch << 32);
+}
+
 static int build_phantom(const ctp_train_opts *o, dataset *d,
                          series_entry *series) {
   int size = o->size, k = o->phantom_slices > 0 ? o->phantom_slices : 12;
@@ -173,48 +225,44 @@ static int build_phantom(const ctp_train_opts *o, dataset *d,
     r = ctp_seterr(CTP_ENOMEM, "out of memory");
     goto done;
   }
-  for (int s = 0; s < o->phantom_series; s++) {
-    ctp_phantom_opts po;
-    ctp_phantom_opts_init(&po);
-    po.seed = o->seed * 1000003ULL + (uint64_t)s;
-    po.phase = s % CTP_NUM_CLASSES;
-    po.size = size;
-    ctp_phantom *p;
-    if ((r = ctp_phantom_new(&p, &po))) goto done;
-    const ctp_phantom_info *info = ctp_phantom_get_info(p);
+  for (int s = 0; s < o->phantom_series && !r; s++) {
     series_entry *e = &series[s];
-    snprintf(e->id, sizeof e->id, "phantom-%llu", (unsigned long long)po.seed);
+    uint64_t seed = phantom_seed(o, s, 0);
+    snprintf(e->id, sizeof e->id, "phantom-%llu", (unsigned long long)seed);
     snprintf(e->patient, sizeof e->patient, "%s", e->id);
-    e->label = info->phase;
-    int nz = info->num_slices, kk = k < nz ? k : nz;
-    for (int i = 0; i < kk; i++) {
-      int z = pick_slice(i, kk, nz);
-      float *dst = dataset_add(d, e->label, e->split, s);
-      if (!dst) {
-        ctp_phantom_free(p);
-        r = ctp_seterr(CTP_ENOMEM, "out of memory for the dataset");
-        goto done;
-      }
-      for (int c = 0; c < d->cin; c++) {
-        /* Channels run feet to head, as in an acquisition ordered along its
-         * normal (predict.c): the phantom's slice k+1 lies below slice k. */
-        int zz = d->cin == 3 ? z + 1 - c : z;
-        zz = zz < 0 ? 0 : zz >= nz ? nz - 1 : zz;
-        if ((r = ctp_phantom_render_float(p, zz, 1, hu, NULL, o->threads)) ||
-            (r = ctp_preprocess_slice(hu, size, size, -23.3f, 144.1f, size,
-                                      dst + c * plane, work))) {
-          ctp_phantom_free(p);
-          goto done;
-        }
-      }
-      e->nslices++;
-    }
-    ctp_phantom_free(p);
+    e->label = s % CTP_NUM_CLASSES;
+    e->first = d->n;
+    r = render_patient(o, d, seed, e->label, s, -1, k, NULL, hu, work);
+    e->nslices = d->n - e->first;
     if (!o->quiet && isatty(2))
       fprintf(stderr, "\rphantom: %d/%d series rendered", s + 1, o->phantom_series);
   }
   if (!o->quiet && isatty(2)) fputc('\n', stderr);
 done:
+  free(hu);
+  free(work);
+  return r;
+}
+
+/* --fresh: new patients in every training slot for this epoch, each drawn
+ * from the same class as the one it replaces (the class balance stays),
+ * its slices placed at random. Deterministic per (seed, epoch), so a
+ * resumed run sees the patients the interrupted one would have. */
+static int refresh_phantom(const ctp_train_opts *o, dataset *d,
+                           const series_entry *series, int nseries, int epoch) {
+  size_t plane = (size_t)d->size * d->size;
+  float *hu = malloc(3 * plane * sizeof(float));
+  void *work = malloc(ctp_preprocess_work_bytes(d->size, d->size, d->size));
+  int r = hu && work ? 0 : ctp_seterr(CTP_ENOMEM, "out of memory");
+  rng jit = {phantom_seed(o, 0, epoch) ^ 0x6a09e667f3bcc909ULL};
+  double t0 = ctp_now();
+  for (int s = 0; s < nseries && !r; s++)
+    if (series[s].split == SPLIT_TRAIN)
+      r = render_patient(o, d, phantom_seed(o, s, epoch), series[s].label, s,
+                         series[s].first, series[s].nslices, &jit, hu, work);
+  if (!r && !o->quiet)
+    fprintf(stderr, "epoch %d: new training patients rendered in %.0f s\n", epoch,
+            ctp_now() - t0);
   free(hu);
   free(work);
   return r;
@@ -542,8 +590,9 @@ int ctp_train_run(const ctp_train_opts *o, ctp_train_summary *sum) {
   snprintf(buf, sizeof buf, "%d", o->size);
   ctp_model_set_meta(m, "input_size", buf);
   if (o->phantom_series > 0)
-    snprintf(buf, sizeof buf, "ctphase phantom, %d series x %d slices, seed %llu",
-             o->phantom_series, o->phantom_slices, (unsigned long long)o->seed);
+    snprintf(buf, sizeof buf, "ctphase phantom, %d series x %d slices, seed %llu%s",
+             o->phantom_series, o->phantom_slices, (unsigned long long)o->seed,
+             o->fresh ? ", new training patients every epoch" : "");
   else
     snprintf(buf, sizeof buf, "DICOM %s with labels %s", o->data_dir, o->labels_csv);
   ctp_model_set_meta(m, "trained_on", buf);
@@ -569,6 +618,9 @@ int ctp_train_run(const ctp_train_opts *o, ctp_train_summary *sum) {
   long steps = 0;
   int bad = h.bad_epochs;
   for (int epoch = h.epoch + 1; epoch <= o->max_epochs; epoch++) {
+    if (o->fresh && o->phantom_series > 0 && epoch > 1 &&
+        (r = refresh_phantom(o, &d, series, nseries, epoch)))
+      goto done;
     double te = ctp_now();
     int nt = 0;
     for (int i = 0; i < d.n; i++)
