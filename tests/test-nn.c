@@ -13,7 +13,9 @@
  * differ in the last bits, scaled by the tensor's magnitude. Each check
  * runs for every kernel set the CPU supports.
  */
+#include <dirent.h>
 #include <pthread.h>
+#include <sys/stat.h>
 
 #include "ctphase/error.h"
 #include "ctphase/model.h"
@@ -514,5 +516,35 @@ TEST_IMPL(nn_cross_entropy_gradient) {
                   ctp_cross_entropy(zm, y, w, 2, NULL)) / 2e-3;
     ASSERT_NEAR(d[i], num, 2e-3);
   }
+  return 0;
+}
+
+/* ctp_file_write_atomic: the new contents replace the old whole, the file
+ * is readable by others (0644, not mkstemp's 0600), no temporary file is
+ * left, and a folder that does not exist is an error naming the path. */
+TEST_IMPL(file_write_atomic_whole_or_nothing) {
+  char dir[512], path[600], bad[600];
+  snprintf(dir, sizeof dir, "%s/atomic", test_tmpdir());
+  ASSERT(mkdir(dir, 0755) == 0);
+  snprintf(path, sizeof path, "%s/f.bin", dir);
+  ASSERT_OK(ctp_file_write_atomic(path, "first version", 13));
+  ASSERT_OK(ctp_file_write_atomic(path, "second", 6));
+  unsigned char *buf;
+  size_t len;
+  ASSERT_OK(ctp_file_read(path, &buf, &len));
+  ASSERT(len == 6 && !memcmp(buf, "second", 6));
+  free(buf);
+  struct stat st;
+  ASSERT(stat(path, &st) == 0 && (st.st_mode & 0777) == 0644);
+  DIR *d = opendir(dir);
+  ASSERT(d != NULL);
+  int entries = 0;
+  for (struct dirent *e; (e = readdir(d));)
+    entries += e->d_name[0] != '.';
+  closedir(d);
+  ASSERT_EQ_INT(entries, 1);
+  snprintf(bad, sizeof bad, "%s/missing/f.bin", dir);
+  ASSERT(ctp_file_write_atomic(bad, "x", 1) == CTP_EIO);
+  ASSERT(strstr(ctp_last_error(), bad) != NULL);
   return 0;
 }

@@ -27,7 +27,9 @@ void ctp_sha256_hex(const void *data, size_t len, char out[65]);
 /* Reads a whole file into a malloc'd buffer (NUL-terminated for text use).
  * Returns 0, CTP_ENOENT, CTP_EIO or CTP_ENOMEM with a message. */
 int ctp_file_read(const char *path, unsigned char **out, size_t *len);
-/* Writes a buffer to path via a temporary file, fsync and rename. */
+/* Writes a buffer to path via a temporary file of its own (mkstemp), fsync,
+ * rename and an fsync of the folder: after a crash path holds either the
+ * old contents or the new, never part of them. */
 int ctp_file_write_atomic(const char *path, const void *data, size_t len);
 
 /* Monotonic time in seconds. */

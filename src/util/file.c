@@ -42,47 +42,59 @@ int ctp_file_read(const char *path, unsigned char **out, size_t *len) {
   return 0;
 }
 
+/* fsync of the folder that holds path, so that a rename into it survives
+ * a power loss; 0 or errno. */
+static int fsync_parent(const char *path) {
+  char *copy = strdup(path);
+  if (!copy) return ENOMEM;
+  int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY), e = 0;
+  if (fd < 0 || fsync(fd) != 0) e = errno;
+  if (fd >= 0) close(fd);
+  free(copy);
+  return e;
+}
+
 int ctp_file_write_atomic(const char *path, const void *data, size_t len) {
   size_t plen = strlen(path);
   char *tmp = malloc(plen + 16);
   if (!tmp) return ctp_seterr(CTP_ENOMEM, "out of memory");
-  snprintf(tmp, plen + 16, "%s.tmp%ld", path, (long)getpid());
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  /* A name of its own (mkstemp), so that two writers of one path, threads
+   * or processes, never share a temporary file. */
+  snprintf(tmp, plen + 16, "%s.tmpXXXXXX", path);
+  int fd = mkstemp(tmp), e = 0;
   if (fd < 0) {
-    int e = errno;
+    e = errno;
     free(tmp);
     return ctp_seterr(e == ENOSPC ? CTP_ENOSPC : CTP_EIO, "%s: %s", path,
                       strerror(e));
   }
   const unsigned char *p = data;
   size_t left = len;
-  while (left > 0) {
+  while (left > 0 && !e) {
     ssize_t w = write(fd, p, left);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      int e = errno;
-      close(fd);
-      unlink(tmp);
-      free(tmp);
-      return ctp_seterr(e == ENOSPC ? CTP_ENOSPC : CTP_EIO, "%s: %s", path,
-                        strerror(e));
+    if (w < 0 && errno != EINTR) e = errno;
+    if (w > 0) {
+      p += w;
+      left -= (size_t)w;
     }
-    p += w;
-    left -= (size_t)w;
   }
-  if (fsync(fd) != 0 || close(fd) != 0) {
-    int e = errno;
+  if (!e && (fchmod(fd, 0644) != 0 || fsync(fd) != 0)) e = errno;
+  if (close(fd) != 0 && !e) e = errno;
+  if (e) {
     unlink(tmp);
     free(tmp);
-    return ctp_seterr(CTP_EIO, "%s: %s", path, strerror(e));
+    return ctp_seterr(e == ENOSPC ? CTP_ENOSPC : CTP_EIO, "%s: %s", path,
+                      strerror(e));
   }
   if (rename(tmp, path) != 0) {
-    int e = errno;
+    e = errno;
     unlink(tmp);
     free(tmp);
     return ctp_seterr(CTP_EIO, "%s: rename: %s", path, strerror(e));
   }
   free(tmp);
+  if ((e = fsync_parent(path)) != 0)
+    return ctp_seterr(CTP_EIO, "%s: fsync of its folder: %s", path, strerror(e));
   return 0;
 }
 
