@@ -251,7 +251,9 @@ def train_smoke_loss_falls_and_resumes(tmp):
     assert [int(h["epoch"]) for h in hist2] == [1], hist2
     assert abs(float(hist2[0]["val_loss"]) - best) < 1e-3, (hist2, best)
     info = json.loads(run("model", "info", os.path.join(init, "best.safetensors"), "--json").stdout)
-    assert info["metadata"]["initialised_from"].endswith("best.safetensors"), info["metadata"]
+    src = json.loads(run("model", "info", os.path.join(out, "best.safetensors"), "--json").stdout)
+    assert info["metadata"]["initialised_from"] == "best.safetensors, sha256 " + src["sha256"], \
+        (info["metadata"], src["sha256"])
     p = run("train", "--out", init, "--init", os.path.join(out, "best.safetensors"),
             "--resume", *args[3:], ok=False)
     assert p.returncode == 2 and "exclude" in p.stderr, p.stderr

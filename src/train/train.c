@@ -578,7 +578,12 @@ int ctp_train_run(const ctp_train_opts *o, ctp_train_summary *sum) {
                        m->in_channels, o->in_channels);
         goto done;
       }
-      ctp_model_set_meta(m, "initialised_from", o->init_model);
+      /* The file's name and SHA-256, not its path: the weights stay
+       * identifiable after the file moves. */
+      const char *base = strrchr(o->init_model, '/');
+      char from[512];
+      snprintf(from, sizeof from, "%s, sha256 %s", base ? base + 1 : o->init_model, m->sha256);
+      ctp_model_set_meta(m, "initialised_from", from);
       if (!o->quiet) fprintf(stderr, "train: starting from the weights of %s\n", o->init_model);
     } else {
       if ((r = ctp_model_new(&m, o->in_channels))) goto done;
