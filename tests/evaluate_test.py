@@ -263,6 +263,40 @@ def pointing_matches_labels_written_by_phantom(tmp):
 
 
 @check
+def kidney_range_counts_the_slices_that_show_a_kidney(tmp):
+    """The paper scored slices from the top to the bottom of the kidneys; the
+    phantom reaches 0-3 cm beyond. kidney_range must hold exactly the slices
+    whose labels (labels.npy of the same phantom written by `ctphase
+    phantom`) show cortex, medulla or collecting system, and one vote per
+    series."""
+    import numpy as np
+    train = model(os.path.dirname(tmp))
+    rep = os.path.join(tmp, "r")
+    run("evaluate", "--model", os.path.join(train, "best.safetensors"), "--phantom", "5",
+        "--mask-slices", "0", "--report", rep, "--quiet")
+    m = load(rep)
+    kr = m["kidney_range"]
+    want = 0
+    for s in m["voted"]["series"]:
+        out = os.path.join(tmp, s["id"])
+        run("phantom", "--out", out, "--series", "1", "--seed", s["id"].split("-")[1],
+            "--phase", s["label"], "--size", "64", "--quiet")
+        (folder,) = [os.path.join(out, d) for d in os.listdir(out) if d.startswith("series-")]
+        labels = np.load(os.path.join(folder, "labels.npy"))
+        assert labels.shape[0] == s["slices"], (labels.shape, s["slices"])
+        want += int(np.isin(labels, [7, 8, 9]).any(axis=(1, 2)).sum())
+    assert kr["single_slice"]["n"] == want, (kr["single_slice"]["n"], want)
+    assert 0 < want < m["single_slice"]["n"], (want, m["single_slice"]["n"])
+    assert kr["voted"]["n"] == 5
+    for name in ("single_slice", "voted"):
+        level = dict(kr[name], roc={c: {"fpr": [], "auc": None} for c in CLASSES})
+        mat = level["confusion"]["matrix"]
+        assert sum(map(sum, mat)) == level["n"], name
+        assert math.isclose(level["accuracy"], sum(mat[i][i] for i in range(5)) / level["n"])
+    assert "kidney range" in open(os.path.join(rep, "report.html")).read()
+
+
+@check
 def dicom_report_matches_predict(tmp):
     train = model(os.path.dirname(tmp))
     best = os.path.join(train, "best.safetensors")
@@ -275,7 +309,7 @@ def dicom_report_matches_predict(tmp):
         os.path.join(data, "manifest.csv"), "--report", rep, "--mask-slices", "4", "--quiet")
     m = load(rep)
     assert m["data"]["source"] == "dicom" and m["single_slice"]["n"] == 40
-    assert "pointing" not in m, "DICOM input carries no organ labels"
+    assert "pointing" not in m and "kidney_range" not in m, "DICOM input carries no organ labels"
     check_level(m["single_slice"], "single")
     pred = json.loads(run("predict", data, "--model", best, "--json").stdout)["results"]
     mine = {s["id"]: s for s in m["voted"]["series"]}

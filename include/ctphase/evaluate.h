@@ -20,7 +20,9 @@
  *   1. single-slice predictions (argmax of the slice's softmax) and voted
  *      predictions (Pandemonium, ctp_vote_pandemonium: the winner; the
  *      series' ROC score of a class is its vote share) and their metrics
- *      (metrics.h);
+ *      (metrics.h); for phantom series also the same on the slices that
+ *      show a kidney only, the paper's range ("images from the top to the
+ *      bottom of the kidneys"; the phantom reaches 0-3 cm beyond);
  *   2. the masking test (explain.h) on up to mask_slices correctly
  *      classified slices, chosen round-robin over the classes in a seeded
  *      order: saliency, guided backprop, CAM (layer 6), and Grad-CAM and
@@ -116,6 +118,8 @@ typedef struct {
   int series;               /* index into ctp_eval.series */
   int z;                    /* slice index in the series (acquisition) */
   int label, pred;
+  int kidney;               /* phantom: 1 when its labels show a kidney, else
+                               0; DICOM: -1 (unknown) */
   float probs[CTP_NUM_CLASSES];
 } ctp_eval_slice;
 
@@ -135,6 +139,9 @@ typedef struct {
   double voted_auc_mean_prob[CTP_NUM_CLASSES]; /* ROC on mean probability */
   double voted_macro_auc_mean_prob;
   int indeterminate;        /* voted series below the margin */
+  /* Phantom only (kidney_single.n > 0): the metrics on the slices showing a
+   * kidney, and voted over each series' kidney slices. */
+  ctp_metrics kidney_single, kidney_voted;
   /* Masking: t.nslices slices scored; mask_slice[i] is slice i's index in
    * slices. */
   ctp_masktest mask;

@@ -143,6 +143,17 @@ static void print_summary(const ctp_eval *ev, const ctp_eval_opts *o) {
   printf("  voted         accuracy %.3f (within one %.3f)  macro P %.3f R %.3f "
          "F1 %.3f AUC %.3f\n", v->accuracy, v->accuracy_w1, v->macro_precision,
          v->macro_recall, v->macro_f1, v->macro_auc);
+  if (ev->kidney_single.n > 0) {
+    const ctp_metrics *ks = &ev->kidney_single, *kv = &ev->kidney_voted;
+    printf("  kidney range  %ld slices (the paper's: top to bottom of the kidneys)\n",
+           ks->n);
+    printf("    single      accuracy %.3f (within one %.3f)  macro P %.3f R %.3f "
+           "F1 %.3f AUC %.3f\n", ks->accuracy, ks->accuracy_w1, ks->macro_precision,
+           ks->macro_recall, ks->macro_f1, ks->macro_auc);
+    printf("    voted       accuracy %.3f (within one %.3f)  macro P %.3f R %.3f "
+           "F1 %.3f AUC %.3f\n", kv->accuracy, kv->accuracy_w1, kv->macro_precision,
+           kv->macro_recall, kv->macro_f1, kv->macro_auc);
+  }
   printf("  paper         single P/R/F1/AUC 0.776/0.862/0.860/0.981, voted "
          "0.869/0.923/0.921/0.988\n");
   if (ev->mask.nslices > 0)

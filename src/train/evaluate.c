@@ -343,10 +343,12 @@ static int phantom_input(const eval_ctx *c, const ctp_phantom *p, int z,
 }
 
 /* Phantom slices z0 .. z0+n-1 (consecutive, 1-channel model) rendered in
- * one call, so the renderer's threads share the work. hu holds n planes. */
+ * one call, so the renderer's threads share the work. hu and labels hold n
+ * planes. */
 static int phantom_inputs_run(const eval_ctx *c, const ctp_phantom *p, int z0,
-                              int n, float *x, float *hu, void *work) {
-  int r = ctp_phantom_render_float(p, z0, n, hu, NULL, c->o->threads);
+                              int n, float *x, uint8_t *labels, float *hu,
+                              void *work) {
+  int r = ctp_phantom_render_float(p, z0, n, hu, labels, c->o->threads);
   for (int k = 0; !r && k < n; k++)
     r = ctp_preprocess_slice(hu + (size_t)k * c->plane, c->S, c->S,
                              c->m->hu_mean, c->m->hu_std, c->S,
@@ -373,18 +375,28 @@ static ctp_eval_slice *slice_add(eval_ctx *c, int series, int z) {
   return s;
 }
 
+/* Whether a label plane shows any of the kidney (cortex, medulla, collecting
+ * system). */
+static int shows_kidney(const uint8_t *labels, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (ctp_region_of_label(labels[i]) & (1u << CTP_REGION_KIDNEY)) return 1;
+  return 0;
+}
+
 /* Buffers of the phantom inference loop. */
 typedef struct {
   ctp_net *net;
   int B;
   float *x;       /* (B, C, S, S) */
   float *hu;      /* (B, S, S) */
+  uint8_t *lab;   /* (B, S, S) */
   void *work;
 } infer_bufs;
 
-/* Runs nb inputs of bufs->x and records them as slices zs of series s. */
+/* Runs nb inputs of bufs->x and records them as slices zs of series s;
+ * kidney[j] as in ctp_eval_slice. */
 static int infer_batch(eval_ctx *c, infer_bufs *b, int s, const int *zs,
-                       int nb) {
+                       const int *kidney, int nb) {
   float logits[64 * CTP_NUM_CLASSES], probs[64 * CTP_NUM_CLASSES];
   int r = ctp_net_forward(b->net, b->x, nb, logits);
   if (r) return r;
@@ -394,6 +406,7 @@ static int infer_batch(eval_ctx *c, infer_bufs *b, int s, const int *zs,
     if (!sl) return ctp_seterr(CTP_ENOMEM, "out of memory");
     memcpy(sl->probs, probs + j * CTP_NUM_CLASSES, sizeof sl->probs);
     sl->pred = ctp_argmax(sl->probs, CTP_NUM_CLASSES);
+    sl->kidney = kidney[j];
   }
   return 0;
 }
@@ -407,16 +420,18 @@ static int infer_phantom_series(eval_ctx *c, infer_bufs *b, int s) {
   se->total_slices = nz;
   se->first = c->ev->nslices;
   for (int k0 = 0; !r && k0 < K; k0 += b->B) {
-    int nb = K - k0 < b->B ? K - k0 : b->B, zs[64] = {0};
+    int nb = K - k0 < b->B ? K - k0 : b->B, zs[64] = {0}, kid[64] = {0};
     for (int j = 0; j < nb; j++) zs[j] = pick_slice(k0 + j, K, nz);
     if (c->C == 1 && zs[nb - 1] - zs[0] == nb - 1) {
-      r = phantom_inputs_run(c, p, zs[0], nb, b->x, b->hu, b->work);
+      r = phantom_inputs_run(c, p, zs[0], nb, b->x, b->lab, b->hu, b->work);
     } else {
       for (int j = 0; !r && j < nb; j++)
-        r = phantom_input(c, p, zs[j], b->x + (size_t)j * c->C * c->plane, NULL,
-                          b->hu, b->work);
+        r = phantom_input(c, p, zs[j], b->x + (size_t)j * c->C * c->plane,
+                          b->lab + (size_t)j * c->plane, b->hu, b->work);
     }
-    if (!r) r = infer_batch(c, b, s, zs, nb);
+    for (int j = 0; !r && j < nb; j++)
+      kid[j] = shows_kidney(b->lab + (size_t)j * c->plane, c->plane);
+    if (!r) r = infer_batch(c, b, s, zs, kid, nb);
   }
   se->nslices = c->ev->nslices - se->first;
   ctp_phantom_free(p);
@@ -443,6 +458,7 @@ static int infer_dicom_series(eval_ctx *c, ctp_predictor *pred, int s) {
     if (!sl) { r = ctp_seterr(CTP_ENOMEM, "out of memory"); break; }
     memcpy(sl->probs, res.slices[z].probs, sizeof sl->probs);
     sl->pred = ctp_argmax(sl->probs, CTP_NUM_CLASSES);
+    sl->kidney = -1;
   }
   se->nslices = c->ev->nslices - se->first;
   ctp_result_free(&res);
@@ -461,9 +477,10 @@ static int infer_all(eval_ctx *c) {
   b.B = c->o->batch > 0 ? (c->o->batch < 64 ? c->o->batch : 64) : 16;
   b.x = malloc((size_t)b.B * c->C * c->plane * sizeof(float));
   b.hu = malloc((size_t)b.B * c->plane * sizeof(float));
+  b.lab = malloc((size_t)b.B * c->plane);
   b.work = malloc(ctp_preprocess_work_bytes(c->S, c->S, c->S));
   int r = 0;
-  if (!b.x || !b.hu || !b.work) r = ctp_seterr(CTP_ENOMEM, "out of memory");
+  if (!b.x || !b.hu || !b.lab || !b.work) r = ctp_seterr(CTP_ENOMEM, "out of memory");
   if (!r) r = ctp_net_new(&b.net, c->m, b.B, c->S, c->S, 0, c->o->threads);
   if (!r && c->scan) {
     ctp_predict_opts po;
@@ -480,11 +497,47 @@ static int infer_all(eval_ctx *c) {
   ctp_net_free(b.net);
   free(b.x);
   free(b.hu);
+  free(b.lab);
   free(b.work);
   return r;
 }
 
 /* --- voting and metrics ------------------------------------------------- */
+
+/* The metrics on the slices that show a kidney (phantom series), single
+ * and voted over each series' kidney slices; both stay empty (n 0) when no
+ * slice is known to show one. truth and scores hold nslices items. */
+static int measure_kidney_range(eval_ctx *c, int *truth, float *scores) {
+  ctp_eval *ev = c->ev;
+  int n = 0, nv = 0, r;
+  for (int i = 0; i < ev->nslices; i++) {
+    if (ev->slices[i].kidney != 1) continue;
+    truth[n] = ev->slices[i].label;
+    memcpy(scores + (size_t)n * CTP_NUM_CLASSES, ev->slices[i].probs,
+           sizeof ev->slices[i].probs);
+    n++;
+  }
+  if (n == 0) return 0;
+  if ((r = ctp_metrics_compute(truth, scores, (size_t)n, &ev->kidney_single))) return r;
+  /* Slices of a series are consecutive, so each series' kidney slices are a
+   * run of the n items just gathered; its vote overwrites the run's start. */
+  int i = 0;
+  for (int s = 0; s < ev->nseries; s++) {
+    const ctp_eval_series *se = &ev->series[s];
+    int k = 0;
+    for (int j = se->first; j < se->first + se->nslices; j++) k += ev->slices[j].kidney == 1;
+    if (k == 0) continue;
+    ctp_vote v;
+    if ((r = ctp_vote_pandemonium(scores + (size_t)i * CTP_NUM_CLASSES, k,
+                                  c->o->margin, &v)))
+      return r;
+    truth[nv] = se->label;
+    memcpy(scores + (size_t)nv * CTP_NUM_CLASSES, v.share, sizeof v.share);
+    nv++;
+    i += k;
+  }
+  return ctp_metrics_compute(truth, scores, (size_t)nv, &ev->kidney_voted);
+}
 
 static int vote_and_measure(eval_ctx *c) {
   ctp_eval *ev = c->ev;
@@ -528,6 +581,7 @@ static int vote_and_measure(eval_ctx *c) {
     ctp_roc_free(&roc);
   }
   ev->voted_macro_auc_mean_prob = k ? sum / k : NAN;
+  r = measure_kidney_range(c, truth, scores);
 done:
   free(truth);
   free(scores);

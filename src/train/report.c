@@ -189,7 +189,7 @@ static cJSON *json_metrics(const ctp_metrics *m, const level_items *li) {
     for (int p = 0; p < K; p++) row[p] = (double)m->cm[t][p];
     cJSON_AddItemToArray(mat, jarray(row, K));
   }
-  cJSON_AddItemToObject(o, "roc", json_roc(li));
+  if (li) cJSON_AddItemToObject(o, "roc", json_roc(li));
   return o;
 }
 
@@ -418,6 +418,15 @@ static int write_json(const ctp_eval *ev, const ctp_model *m, const ctp_eval_opt
     cJSON_AddNumberToObject(v, "margin", o->margin);
     cJSON_AddItemToObject(v, "series", json_series(ev));
     cJSON_AddItemToObject(root, "voted", v);
+    if (ev->kidney_single.n > 0) {
+      cJSON *kr = cJSON_AddObjectToObject(root, "kidney_range");
+      cJSON_AddStringToObject(kr, "slices", "the phantom slices whose labels show a "
+                              "kidney: the paper's range, top to bottom of the kidneys");
+      cJSON_AddItemToObject(kr, "single_slice", json_metrics(&ev->kidney_single, NULL));
+      cJSON *kv = json_metrics(&ev->kidney_voted, NULL);
+      cJSON_AddStringToObject(kv, "roc_score", "vote share over the series' kidney slices");
+      cJSON_AddItemToObject(kr, "voted", kv);
+    }
     cJSON_AddItemToObject(root, "paper", json_paper());
     cJSON *mk = json_masking(ev);
     cJSON_AddItemToObject(mk, "comparisons", json_comparisons(ev, cmp, ncmp));
@@ -989,6 +998,12 @@ static void html_kpis(FILE *f, const ctp_eval *ev) {
           "<span class=kpi>voted macro F1 / AUC<b>%.3f / %.3f</b></span></div>\n",
           s->accuracy, s->macro_f1, s->macro_auc, v->accuracy, v->macro_f1,
           v->macro_auc);
+  if (ev->kidney_single.n > 0)
+    fprintf(f, "<div><span class=kpi>kidney range: single-slice macro F1 / AUC"
+            "<b>%.3f / %.3f</b></span><span class=kpi>kidney range: voted macro "
+            "F1 / AUC<b>%.3f / %.3f</b></span></div>\n", ev->kidney_single.macro_f1,
+            ev->kidney_single.macro_auc, ev->kidney_voted.macro_f1,
+            ev->kidney_voted.macro_auc);
 }
 
 static void html_header(FILE *f, const ctp_eval *ev, const ctp_model *m,
@@ -1029,6 +1044,17 @@ static void html_metrics(FILE *f, const ctp_eval *ev) {
           "indeterminate margin; voted macro AUC on mean probabilities instead of "
           "vote shares: %.3f.</p>\n", ev->indeterminate, ev->voted.n,
           ev->voted_macro_auc_mean_prob);
+  if (ev->kidney_single.n > 0) {
+    fprintf(f, "<h2>The paper's slice range</h2>\n<p class=note>The paper scored "
+            "&ldquo;images from the top to the bottom of the kidneys&rdquo;; the "
+            "phantom's series reach 0&ndash;3 cm beyond each pole. The same model "
+            "on the %ld slices whose labels show a kidney, voted over each "
+            "series' kidney slices:</p>\n", ev->kidney_single.n);
+    html_confusion(f, &ev->kidney_single, "Single slice, kidney range");
+    html_confusion(f, &ev->kidney_voted, "Voted, kidney range");
+    html_table2(f, &ev->kidney_single, paper_single, "Single slice, kidney range");
+    html_table2(f, &ev->kidney_voted, paper_voted, "Multislice voting, kidney range");
+  }
   fputs("<h2>ROC curves (one vs all)</h2>\n<div>", f);
   if (!level_items_get(ev, 0, &ls)) svg_roc(f, &ls, "Single slice");
   if (!level_items_get(ev, 1, &lv)) svg_roc(f, &lv, "Voted (vote share)");
