@@ -133,26 +133,23 @@ static int parse(int argc, char **argv, eval_args *e) {
   return -1;
 }
 
+/* One level's line of the summary. */
+static void print_level(const char *name, const ctp_metrics *m) {
+  printf("  %-13s accuracy %.3f (within one %.3f)  macro P %.3f R %.3f F1 %.3f "
+         "AUC %.3f\n", name, m->accuracy, m->accuracy_w1, m->macro_precision,
+         m->macro_recall, m->macro_f1, m->macro_auc);
+}
+
 static void print_summary(const ctp_eval *ev, const ctp_eval_opts *o) {
-  const ctp_metrics *s = &ev->single, *v = &ev->voted;
   printf("evaluated %ld slices of %ld series in %.1f s (+%.1f s explanations)\n",
-         s->n, v->n, ev->t_infer, ev->t_explain);
-  printf("  single slice  accuracy %.3f (within one %.3f)  macro P %.3f R %.3f "
-         "F1 %.3f AUC %.3f\n", s->accuracy, s->accuracy_w1, s->macro_precision,
-         s->macro_recall, s->macro_f1, s->macro_auc);
-  printf("  voted         accuracy %.3f (within one %.3f)  macro P %.3f R %.3f "
-         "F1 %.3f AUC %.3f\n", v->accuracy, v->accuracy_w1, v->macro_precision,
-         v->macro_recall, v->macro_f1, v->macro_auc);
+         ev->single.n, ev->voted.n, ev->t_infer, ev->t_explain);
+  print_level("single slice", &ev->single);
+  print_level("voted", &ev->voted);
   if (ev->kidney_single.n > 0) {
-    const ctp_metrics *ks = &ev->kidney_single, *kv = &ev->kidney_voted;
     printf("  kidney range  %ld slices (the paper's: top to bottom of the kidneys)\n",
-           ks->n);
-    printf("    single      accuracy %.3f (within one %.3f)  macro P %.3f R %.3f "
-           "F1 %.3f AUC %.3f\n", ks->accuracy, ks->accuracy_w1, ks->macro_precision,
-           ks->macro_recall, ks->macro_f1, ks->macro_auc);
-    printf("    voted       accuracy %.3f (within one %.3f)  macro P %.3f R %.3f "
-           "F1 %.3f AUC %.3f\n", kv->accuracy, kv->accuracy_w1, kv->macro_precision,
-           kv->macro_recall, kv->macro_f1, kv->macro_auc);
+           ev->kidney_single.n);
+    print_level("  single", &ev->kidney_single);
+    print_level("  voted", &ev->kidney_voted);
   }
   printf("  paper         single P/R/F1/AUC 0.776/0.862/0.860/0.981, voted "
          "0.869/0.923/0.921/0.988\n");
