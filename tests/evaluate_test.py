@@ -156,10 +156,20 @@ def split_report(tmp):
     check_level(m["single_slice"], "single")
     check_level(m["voted"], "voted")
     assert m["voted"]["n"] == len(tests) and m["voted"]["roc_score"] == "vote share"
+    # The second way to vote: each series' argmax of its mean probability.
+    vm = m["voted_mean_probability"]
+    mat = [[0] * 5 for _ in range(5)]
+    for s in series.values():
+        mat[CLASSES.index(s["label"])][max(range(5), key=lambda c: s["mean_prob"][c])] += 1
+    assert vm["confusion"]["matrix"] == mat, (vm["confusion"], mat)
+    assert vm["n"] == len(tests) and vm["roc_score"] == "mean probability", vm
+    assert vm["macro"]["auc"] == m["voted"]["macro_auc_mean_probability"], vm["macro"]
+    assert "mean prob" in p.stdout, p.stdout
     assert m["paper"]["single_slice"]["auc"] == 0.981 and m["paper"]["voted"]["f1"] == 0.921
     html = open(os.path.join(rep, "report.html")).read()
     for needle in ("<svg", "Table 1", "Table 2", "Within one", "ROC curves",
-                   "0.776", "0.988", "Masking specificity", "Pointing game"):
+                   "0.776", "0.988", "Masking specificity", "Pointing game",
+                   "mean probability instead of the majority"):
         assert needle in html, f"report.html lacks {needle!r}"
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', ""), \
         "the report must be self-contained"

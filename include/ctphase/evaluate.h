@@ -136,8 +136,9 @@ typedef struct {
   int input_size, in_channels;
   /* Metrics. */
   ctp_metrics single, voted;
-  double voted_auc_mean_prob[CTP_NUM_CLASSES]; /* ROC on mean probability */
-  double voted_macro_auc_mean_prob;
+  /* Each series read by the argmax of its mean probability instead of the
+   * majority; AUCs on the mean probabilities. */
+  ctp_metrics voted_mean;
   int indeterminate;        /* voted series below the margin */
   /* Phantom only (kidney_single.n > 0): the metrics on the slices showing a
    * kidney, and voted over each series' kidney slices. */

@@ -145,6 +145,7 @@ static void print_summary(const ctp_eval *ev, const ctp_eval_opts *o) {
          ev->single.n, ev->voted.n, ev->t_infer, ev->t_explain);
   print_level("single slice", &ev->single);
   print_level("voted", &ev->voted);
+  print_level("mean prob", &ev->voted_mean);
   if (ev->kidney_single.n > 0) {
     printf("  kidney range  %ld slices (the paper's: top to bottom of the kidneys)\n",
            ev->kidney_single.n);

@@ -571,16 +571,7 @@ static int vote_and_measure(eval_ctx *c) {
     nv++;
   }
   if ((r = ctp_metrics_compute(truth, scores, (size_t)nv, &ev->voted))) goto done;
-  double sum = 0;
-  int k = 0;
-  for (int cl = 0; cl < CTP_NUM_CLASSES; cl++) {
-    ctp_roc roc;
-    if ((r = ctp_roc_one_vs_all(truth, mean, (size_t)nv, cl, &roc))) goto done;
-    ev->voted_auc_mean_prob[cl] = roc.auc;
-    if (!isnan(roc.auc)) sum += roc.auc, k++;
-    ctp_roc_free(&roc);
-  }
-  ev->voted_macro_auc_mean_prob = k ? sum / k : NAN;
+  if ((r = ctp_metrics_compute(truth, mean, (size_t)nv, &ev->voted_mean))) goto done;
   r = measure_kidney_range(c, truth, scores);
 done:
   free(truth);

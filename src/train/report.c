@@ -412,12 +412,16 @@ static int write_json(const ctp_eval *ev, const ctp_model *m, const ctp_eval_opt
     cJSON_AddItemToObject(root, "single_slice", json_metrics(&ev->single, &ls));
     cJSON *v = json_metrics(&ev->voted, &lv);
     cJSON_AddStringToObject(v, "roc_score", "vote share");
-    cJSON_AddItemToObject(v, "auc_mean_probability", jarray(ev->voted_auc_mean_prob, K));
-    jnum(v, "macro_auc_mean_probability", ev->voted_macro_auc_mean_prob);
+    cJSON_AddItemToObject(v, "auc_mean_probability", jarray(ev->voted_mean.auc, K));
+    jnum(v, "macro_auc_mean_probability", ev->voted_mean.macro_auc);
     cJSON_AddNumberToObject(v, "indeterminate", ev->indeterminate);
     cJSON_AddNumberToObject(v, "margin", o->margin);
     cJSON_AddItemToObject(v, "series", json_series(ev));
     cJSON_AddItemToObject(root, "voted", v);
+    cJSON *vm = json_metrics(&ev->voted_mean, NULL);
+    cJSON_AddStringToObject(vm, "prediction", "argmax of the series' mean probability");
+    cJSON_AddStringToObject(vm, "roc_score", "mean probability");
+    cJSON_AddItemToObject(root, "voted_mean_probability", vm);
     if (ev->kidney_single.n > 0) {
       cJSON *kr = cJSON_AddObjectToObject(root, "kidney_range");
       cJSON_AddStringToObject(kr, "slices", "the phantom slices whose labels show a "
@@ -1041,9 +1045,11 @@ static void html_metrics(FILE *f, const ctp_eval *ev) {
   html_table2(f, &ev->single, paper_single, "Single-slice prediction");
   html_table2(f, &ev->voted, paper_voted, "Multislice voting");
   fprintf(f, "<p class=note>%d of %ld voted series fall below the "
-          "indeterminate margin; voted macro AUC on mean probabilities instead of "
-          "vote shares: %.3f.</p>\n", ev->indeterminate, ev->voted.n,
-          ev->voted_macro_auc_mean_prob);
+          "indeterminate margin. Read by the argmax of each series' mean "
+          "probability instead of the majority (not the paper's rule): accuracy "
+          "%.3f, macro F1 %.3f, macro AUC on mean probabilities %.3f.</p>\n",
+          ev->indeterminate, ev->voted.n, ev->voted_mean.accuracy,
+          ev->voted_mean.macro_f1, ev->voted_mean.macro_auc);
   if (ev->kidney_single.n > 0) {
     fprintf(f, "<h2>The paper's slice range</h2>\n<p class=note>The paper scored "
             "&ldquo;images from the top to the bottom of the kidneys&rdquo;; the "
