@@ -548,3 +548,28 @@ TEST_IMPL(file_write_atomic_whole_or_nothing) {
   ASSERT(strstr(ctp_last_error(), bad) != NULL);
   return 0;
 }
+
+/* ctp_mkdir_p: makes every missing folder down to the last, accepts one
+ * that is there (trailing slash too), and refuses a path through a file
+ * or an empty name with a message naming what could not be made. */
+TEST_IMPL(file_mkdir_p_makes_parents) {
+  char dir[512], deep[600], file[600], through[700];
+  snprintf(dir, sizeof dir, "%s/mkdirp", test_tmpdir());
+  snprintf(deep, sizeof deep, "%s/a/b/c", dir);
+  ASSERT_OK(ctp_mkdir_p(deep, 0755));
+  struct stat st;
+  ASSERT(stat(deep, &st) == 0 && S_ISDIR(st.st_mode));
+  ASSERT_OK(ctp_mkdir_p(deep, 0755));
+  snprintf(deep, sizeof deep, "%s/a/b/", dir);
+  ASSERT_OK(ctp_mkdir_p(deep, 0755));
+  snprintf(file, sizeof file, "%s/a/plain", dir);
+  ASSERT_OK(ctp_file_write_atomic(file, "x", 1));
+  ASSERT(ctp_mkdir_p(file, 0755) == CTP_EIO);
+  ASSERT(strstr(ctp_last_error(), "not a folder") != NULL);
+  snprintf(through, sizeof through, "%s/below", file);
+  ASSERT(ctp_mkdir_p(through, 0755) == CTP_EIO);
+  ASSERT(strstr(ctp_last_error(), through) != NULL);
+  ASSERT(ctp_mkdir_p("", 0755) == CTP_EINVAL);
+  ASSERT(ctp_mkdir_p(NULL, 0755) == CTP_EINVAL);
+  return 0;
+}

@@ -31,6 +31,11 @@ int ctp_file_read(const char *path, unsigned char **out, size_t *len);
  * rename and an fsync of the folder: after a crash path holds either the
  * old contents or the new, never part of them. */
 int ctp_file_write_atomic(const char *path, const void *data, size_t len);
+/* mkdir -p: creates dir and any missing folders above it with mode (less
+ * the umask). Returns 0 when dir is a folder afterwards, else CTP_EINVAL
+ * (empty or over-long name), CTP_ENOSPC or CTP_EIO with a message naming
+ * the folder that could not be made. Nothing is fsynced. */
+int ctp_mkdir_p(const char *dir, unsigned mode);
 
 /* Monotonic time in seconds. */
 double ctp_now(void);

@@ -38,6 +38,7 @@
 #include "ctphase/model.h"
 #include "ctphase/npy.h"
 #include "ctphase/phantom.h"
+#include "ctphase/util.h"
 
 static const char *help_phantom =
     "usage: ctphase phantom --out DIR [--series N] [--phase P | --time-s T]\n"
@@ -58,27 +59,6 @@ static const char *help_phantom =
     "\n"
     "Windows: cm [20, 42.5) s, cmneph [42.5, 80), neph [80, 180),\n"
     "pyelo >= 180 (drawn up to 600). See docs/phantom.md.\n";
-
-/* mkdir -p. */
-static int make_dirs(const char *path) {
-  char buf[4096];
-  size_t n = strlen(path);
-  if (n == 0 || n >= sizeof buf)
-    return ctp_seterr(CTP_EINVAL, "bad folder name '%s'", path);
-  memcpy(buf, path, n + 1);
-  for (size_t i = 1; i <= n; i++) {
-    if (buf[i] != '/' && buf[i] != 0) continue;
-    char c = buf[i];
-    buf[i] = 0;
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-      return ctp_seterr(CTP_EIO, "cannot create %s: %s", buf, strerror(errno));
-    buf[i] = c;
-  }
-  struct stat st;
-  if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-    return ctp_seterr(CTP_EIO, "%s is not a folder", path);
-  return 0;
-}
 
 /* "HHMMSS.ffffff" for seconds since midnight (wrapping at 24 h). */
 static void fmt_time(double s, char *out, size_t len) {
@@ -133,7 +113,7 @@ static int write_series(const phantom_job *job, int idx, FILE *mf) {
   const char *pname = ctp_class_name(in->phase);
   char dir[4096], path[4200];
   snprintf(dir, sizeof dir, "%s/series-%04d-%s", job->out, idx, pname);
-  if ((r = make_dirs(dir))) goto done;
+  if ((r = ctp_mkdir_p(dir, 0777))) goto done;
   hu = malloc(n * sizeof *hu);
   lab = malloc(n);
   if (!hu || !lab) {
@@ -336,7 +316,7 @@ int cmd_phantom(int argc, char **argv) {
                    job.size > CTP_PHANTOM_MAX_SIZE))
     return cli_usage(help_phantom, "(--size out of range)");
 
-  int r = make_dirs(job.out);
+  int r = ctp_mkdir_p(job.out, 0777);
   if (r) return cli_fail("cannot create the output folder", r);
   if ((r = write_label_codes(job.out))) return cli_fail("cannot write", r);
   char path[4200];

@@ -125,28 +125,6 @@ static int role_uid(const ctp_report_opts *o, const char *base,
 
 /* --- helpers --------------------------------------------------------- */
 
-/* mkdir -p. */
-static int make_dirs(const char *dir) {
-  char path[4096];
-  size_t n = strlen(dir);
-  if (n == 0 || n >= sizeof path)
-    return ctp_seterr(CTP_EINVAL, "output folder '%s': bad name", dir);
-  memcpy(path, dir, n + 1);
-  for (size_t i = 1; i <= n; i++) {
-    if (path[i] != '/' && path[i] != 0) continue;
-    char c = path[i];
-    path[i] = 0;
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
-      return ctp_seterr(errno == ENOSPC ? CTP_ENOSPC : CTP_EIO,
-                        "cannot create folder %s: %s", path, strerror(errno));
-    path[i] = c;
-  }
-  struct stat st;
-  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-    return ctp_seterr(CTP_EIO, "output folder %s: not a folder", dir);
-  return 0;
-}
-
 /* PatientOrientation of one direction: letters of its main axes. */
 static void orient_letters(const double v[3], char *out) {
   static const char pos[3] = {'L', 'P', 'H'}, neg[3] = {'R', 'A', 'F'};
@@ -451,7 +429,7 @@ static int write_sc(const ctp_result *r, const ctp_report_opts *o,
 static int write_png(const char *dir, const ctp_report_object *ob,
                      const work *w) {
   char path[4200];
-  int rc = make_dirs(dir);
+  int rc = ctp_mkdir_p(dir, 0755);
   if (rc) return rc;
   snprintf(path, sizeof path, "%s/%s.png", dir, ob->sop_instance_uid);
   return ctp_png_write_rgb(path, w->rgb, ctp_acquisition_columns(w->r->acq),
@@ -526,7 +504,7 @@ static int report_write(const ctp_model *m, const ctp_result *r,
     rc = ctp_seterr(CTP_ENOMEM, "out of memory");
     goto fail;
   }
-  if ((rc = make_dirs(out_dir)) ||
+  if ((rc = ctp_mkdir_p(out_dir, 0755)) ||
       (rc = role_uid(o, base, "sr-series", sr_series)) ||
       (rc = role_uid(o, base, "sc-series", sc_series)) ||
       (rc = role_uid(o, base, "sr", uid)))

@@ -22,6 +22,7 @@
 #include "ctphase/scu.h"
 
 #include "ctphase/error.h"
+#include "ctphase/util.h"
 
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dctk.h>
@@ -415,16 +416,6 @@ int fsync_dir(const char *dir) {
   return rc;
 }
 
-int mkdir_p(const char *dir) {
-  std::string p(dir);
-  for (size_t i = 1; i <= p.size(); i++) {
-    if (i < p.size() && p[i] != '/') continue;
-    std::string part = p.substr(0, i);
-    if (mkdir(part.c_str(), 0750) != 0 && errno != EEXIST) return -1;
-  }
-  return 0;
-}
-
 /* Copies src to dir/<basename> through a temporary name. */
 int copy_one(const char *dir, const char *src, ctp_scu_result *r) {
   double t0 = now_s();
@@ -585,8 +576,7 @@ int ctp_scu_copy_files(const char *dir, const char *const *files, int n,
   if (!dir || dir[0] != '/' || n < 0 || (n > 0 && (!files || !results)))
     return ctp_seterr(CTP_EINVAL, "ctp_scu_copy_files: bad arguments");
   try {
-    if (mkdir_p(dir) != 0) {
-      int rc = ctp_seterr(CTP_EIO, "cannot create %s: %s", dir, strerror(errno));
+    if (int rc = ctp_mkdir_p(dir, 0750)) {
       for (int i = 0; i < n; i++) set_result(&results[i], rc, -1, "%s", ctp_last_error());
       return rc;
     }

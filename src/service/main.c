@@ -187,18 +187,6 @@ static const char *model_path(const svc_config *cfg) {
 /* Start-up                                                             */
 /* ------------------------------------------------------------------ */
 
-static int mkdir_p(const char *dir) {
-  char tmp[1100];
-  snprintf(tmp, sizeof tmp, "%s", dir);
-  for (char *p = tmp + 1; *p; p++) {
-    if (*p != '/') continue;
-    *p = 0;
-    if (mkdir(tmp, 0750) != 0 && errno != EEXIST) return -1;
-    *p = '/';
-  }
-  return mkdir(tmp, 0750) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 /* Creates the data dir's folders, locks it, writes the pid file and
  * removes datasets left half-received by a crash. */
 static int data_dir_open(svc *s) {
@@ -206,8 +194,10 @@ static int data_dir_open(svc *s) {
   snprintf(s->tmp_dir, sizeof s->tmp_dir, "%s/tmp", s->data_dir);
   snprintf(s->db_path, sizeof s->db_path, "%s/ctphased.db", s->data_dir);
   snprintf(path, sizeof path, "%s/instances", s->data_dir);
-  if (mkdir_p(s->data_dir) || mkdir_p(s->tmp_dir) || mkdir_p(path))
-    return ctp_seterr(CTP_EIO, "cannot create %s: %s", s->data_dir, strerror(errno));
+  int r;
+  if ((r = ctp_mkdir_p(s->data_dir, 0750)) || (r = ctp_mkdir_p(s->tmp_dir, 0750)) ||
+      (r = ctp_mkdir_p(path, 0750)))
+    return r;
   /* instances/ (and the data dir, if new) must be durable before any
    * file in them is acknowledged; receive.c fsyncs from instances/ down.
    * The data dir's parent is best effort (it may not be ours to open). */

@@ -963,9 +963,7 @@ static int check_opts(const ctp_model *m, const ctp_eval_opts *o) {
   for (int i = 0; i < o->nlayers; i++)
     if (o->layers[i] < CTP_L1A || o->layers[i] > CTP_L6)
       return ctp_seterr(CTP_EINVAL, "evaluation: bad layer %d", o->layers[i]);
-  if (o->report_dir && mkdir(o->report_dir, 0755) != 0 && errno != EEXIST)
-    return ctp_seterr(CTP_EIO, "%s: %s", o->report_dir, strerror(errno));
-  return 0;
+  return o->report_dir ? ctp_mkdir_p(o->report_dir, 0755) : 0;
 }
 
 static int collect(eval_ctx *c) {

@@ -507,14 +507,14 @@ int ctp_train_run(const ctp_train_opts *o, ctp_train_summary *sum) {
                       "phantom series or a DICOM folder with a labels CSV");
   if (o->size < 32 || o->size % 32)
     return ctp_seterr(CTP_EINVAL, "size %d is not a positive multiple of 32", o->size);
-  if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
-    return ctp_seterr(CTP_EIO, "%s: %s", o->out_dir, strerror(errno));
+  int r = ctp_mkdir_p(o->out_dir, 0755);
+  if (r) return r;
   memset(sum, 0, sizeof *sum);
   dataset d = {0};
   d.size = o->size;
   d.cin = o->in_channels;
   series_entry *series = NULL;
-  int nseries = 0, r;
+  int nseries = 0;
   ctp_model *m = NULL;
   ctp_net *net = NULL;
   ctp_adam opt = {0};

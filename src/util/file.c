@@ -1,5 +1,5 @@
 /*
- * file.c — whole-file reads, atomic writes, a monotonic clock.
+ * file.c — whole-file reads, atomic writes, folders, a monotonic clock.
  */
 #include "ctphase/error.h"
 #include "ctphase/util.h"
@@ -52,6 +52,27 @@ static int fsync_parent(const char *path) {
   if (fd >= 0) close(fd);
   free(copy);
   return e;
+}
+
+int ctp_mkdir_p(const char *dir, unsigned mode) {
+  char path[4096];
+  size_t n = dir ? strlen(dir) : 0;
+  if (n == 0 || n >= sizeof path)
+    return ctp_seterr(CTP_EINVAL, "folder '%s': bad name", dir ? dir : "");
+  memcpy(path, dir, n + 1);
+  for (size_t i = 1; i <= n; i++) {
+    if (path[i] != '/' && path[i] != 0) continue;
+    char c = path[i];
+    path[i] = 0;
+    if (mkdir(path, (mode_t)mode) != 0 && errno != EEXIST)
+      return ctp_seterr(errno == ENOSPC ? CTP_ENOSPC : CTP_EIO,
+                        "cannot create folder %s: %s", path, strerror(errno));
+    path[i] = c;
+  }
+  struct stat st;
+  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+    return ctp_seterr(CTP_EIO, "%s: not a folder", dir);
+  return 0;
 }
 
 int ctp_file_write_atomic(const char *path, const void *data, size_t len) {
