@@ -24,12 +24,10 @@
  * One call uses one explainer (the caller's, or its own), so a worker
  * thread calls it with its own explainer; the model is only read.
  */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
